@@ -1,0 +1,46 @@
+"""Every plugin hook Pavedroad offers, in one place.
+
+A plugin is a module or object with functions marked ``@hookimpl`` and named like the
+specs below. Install it with pip and declare it under the ``pavedroad.plugins`` entry
+point group; it is picked up at the next start. The built-in kinds, processors and
+location readers register through these same hooks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pavedroad.catalog.kinds import KindSchema
+    from pavedroad.catalog.processing import EntityProcessor, EntityProvider, LocationReader
+    from pavedroad.settings import Settings
+
+hookspec = pluggy.HookspecMarker("pavedroad")
+hookimpl = pluggy.HookimplMarker("pavedroad")
+
+
+@hookspec
+def pavedroad_catalog_kinds() -> list[KindSchema]:  # type: ignore[empty-body]
+    """Kinds (apiVersion, kind and JSON Schema) this plugin adds to the catalog."""
+
+
+@hookspec
+def pavedroad_catalog_processors(settings: Settings) -> list[EntityProcessor]:  # type: ignore[empty-body]
+    """Processors that check entities and emit their relations, run in registration order."""
+
+
+@hookspec
+def pavedroad_catalog_readers(settings: Settings) -> list[LocationReader]:  # type: ignore[empty-body]
+    """Readers for location types (``file``, ``url``, or a plugin's own)."""
+
+
+@hookspec
+def pavedroad_catalog_providers(settings: Settings) -> list[EntityProvider]:  # type: ignore[empty-body]
+    """Providers that supply whole sets of entities from outside any location file."""
+
+
+@hookspec
+def pavedroad_startup(app: Any, settings: Settings) -> None:
+    """Called once the web app is built; register extra routes or background work."""

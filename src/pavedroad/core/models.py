@@ -1,0 +1,5 @@
+"""Imports every domain's models so Alembic and ``create_all`` see the whole schema."""
+
+
+def import_all_models() -> None:
+    import pavedroad.catalog.models  # noqa: F401

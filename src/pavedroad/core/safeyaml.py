@@ -1,0 +1,251 @@
+"""The one YAML loader every part of the platform uses.
+
+It refuses what makes YAML dangerous or ambiguous: files over the size cap, alias
+bombs, deep nesting, recursive aliases, duplicate keys and any tag that would build a
+Python object. Multi-document streams are split on document markers first, so one
+malformed document does not hide the others. Every error names the source, line and
+column (1-based).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from pavedroad.core.errors import InputError, PayloadTooLargeError
+
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+DEFAULT_MAX_DEPTH = 64
+DEFAULT_MAX_ALIASES = 100
+DEFAULT_MAX_NODES = 500_000
+
+_DOCUMENT_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r]|$)", re.MULTILINE)
+_BLANK_OR_COMMENT = re.compile(r"^\s*(?:#.*)?$")
+
+
+@dataclass(frozen=True)
+class YamlLimits:
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_aliases: int = DEFAULT_MAX_ALIASES
+    max_nodes: int = DEFAULT_MAX_NODES
+
+
+class YamlError(InputError):
+    """A YAML document that cannot be accepted, with where it went wrong."""
+
+    title = "Invalid YAML"
+    type_slug = "invalid-yaml"
+
+    def __init__(self, message: str, source: str, line: int | None = None,
+                 column: int | None = None) -> None:
+        where = source if line is None else f"{source}:{line}:{column or 1}"
+        super().__init__(f"{where}: {message}", source=source, line=line, column=column)
+        self.message = message
+        self.source = source
+        self.line = line
+        self.column = column
+
+
+class YamlTooLargeError(YamlError, PayloadTooLargeError):
+    status = 413
+
+
+@dataclass
+class YamlDocument:
+    """One document of a stream: its data, or the error that stopped it."""
+
+    data: Any
+    line: int
+    error: YamlError | None = None
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "mapping keys must be scalars", key_node.start_mark
+                ) from None
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+def _check_shape(node: yaml.Node, source: str, limits: YamlLimits) -> None:
+    """Bound the expanded size, depth and alias count of a composed node graph.
+
+    Aliases are shared node objects, so a node met twice is an alias use. Sizes are
+    memoised per node: a billion-laughs document is measured, not expanded.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    aliases = 0
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:
+        current, children_done = stack.pop()
+        key = id(current)
+        if children_done:
+            on_path.discard(key)
+            kids = _children(current)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+            if depth[key] > limits.max_depth:
+                raise _node_error(f"nesting deeper than {limits.max_depth} levels", current, source)
+            if size[key] > limits.max_nodes:
+                raise _node_error(
+                    f"document expands to more than {limits.max_nodes} nodes "
+                    "(alias expansion too large)", current, source)
+            continue
+        if key in on_path:
+            raise _node_error("recursive alias", current, source)
+        if key in size:
+            aliases += 1
+            if aliases > limits.max_aliases:
+                raise _node_error(f"more than {limits.max_aliases} aliases", current, source)
+            continue
+        on_path.add(key)
+        stack.append((current, True))
+        for child in _children(current):
+            cid = id(child)
+            if cid in on_path:
+                raise _node_error("recursive alias", child, source)
+            if cid in size:
+                aliases += 1
+                if aliases > limits.max_aliases:
+                    raise _node_error(f"more than {limits.max_aliases} aliases", child, source)
+            else:
+                stack.append((child, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _node_error(message: str, node: yaml.Node, source: str) -> YamlError:
+    mark = node.start_mark
+    return YamlError(message, source, mark.line + 1, mark.column + 1)
+
+
+def _decode(data: bytes | str, source: str, limits: YamlLimits) -> str:
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > limits.max_bytes:
+        raise YamlTooLargeError(
+            f"file is {len(raw)} bytes, over the limit of {limits.max_bytes} bytes", source)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise YamlError(f"not valid UTF-8 (byte {exc.start})", source) from None
+
+
+def _split_documents(text: str) -> Iterator[tuple[int, str]]:
+    """Yield (first line index, text) for each document chunk of a stream."""
+    starts = [m.start() for m in _DOCUMENT_MARKER.finditer(text)]
+    bounds = [0, *starts, len(text)]
+    pending_preamble = ""
+    for begin, end in zip(bounds, bounds[1:], strict=False):
+        chunk = text[begin:end]
+        if chunk.startswith("..."):
+            chunk = " " * 3 + chunk[3:]
+        body = chunk if not chunk.startswith("---") else chunk[3:]
+        if all(_BLANK_OR_COMMENT.match(line) or line.startswith("%")
+               for line in body.splitlines()) and not chunk.startswith("---"):
+            pending_preamble += chunk
+            continue
+        if not body.strip() or all(_BLANK_OR_COMMENT.match(line) for line in body.splitlines()):
+            if chunk.startswith("---") and body.strip() == "":
+                continue
+        first_line = text.count("\n", 0, begin)
+        if pending_preamble:
+            first_line -= pending_preamble.count("\n")
+            chunk = pending_preamble + chunk
+            pending_preamble = ""
+        yield first_line, chunk
+
+
+def _parse_chunk(chunk: str, first_line: int, source: str, limits: YamlLimits) -> Any:
+    loader = _Loader("\n" * first_line + chunk)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_shape(node, source, limits)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = _describe(exc)
+        if mark is None:
+            raise YamlError(message, source) from None
+        raise YamlError(message, source, mark.line + 1, mark.column + 1) from None
+    except yaml.YAMLError as exc:
+        raise YamlError(str(exc), source) from None
+    finally:
+        loader.dispose()
+
+
+def _describe(exc: yaml.MarkedYAMLError) -> str:
+    problem = exc.problem or exc.context or "invalid YAML"
+    if "could not determine a constructor for the tag" in problem:
+        tag = problem.split("'")[1] if "'" in problem else "?"
+        tag = tag.replace("tag:yaml.org,2002:", "!!")
+        return f"tag {tag} is not allowed (only plain YAML data is accepted)"
+    if exc.context and exc.problem:
+        return f"{exc.problem} ({exc.context})"
+    return problem
+
+
+def load_documents(data: bytes | str, source: str = "<input>",
+                   limits: YamlLimits | None = None) -> list[YamlDocument]:
+    """Parse every document of a stream; errors are per document.
+
+    A stream over the size cap or not in UTF-8 raises instead: no document of it is read.
+    """
+    limits = limits or YamlLimits()
+    text = _decode(data, source, limits)
+    documents: list[YamlDocument] = []
+    for first_line, chunk in _split_documents(text):
+        try:
+            parsed = _parse_chunk(chunk, first_line, source, limits)
+        except YamlError as error:
+            documents.append(YamlDocument(None, first_line + 1, error))
+            continue
+        if parsed is not None:
+            documents.append(YamlDocument(parsed, first_line + 1))
+    return documents
+
+
+def load_document(data: bytes | str, source: str = "<input>",
+                  limits: YamlLimits | None = None) -> Any:
+    """Parse a single-document stream, raising :class:`YamlError` on any problem."""
+    documents = load_documents(data, source, limits)
+    for document in documents:
+        if document.error:
+            raise document.error
+    if len(documents) > 1:
+        raise YamlError("expected one document, found several", source, documents[1].line)
+    return documents[0].data if documents else None
+
+
+def dump(data: Any) -> str:
+    """Serialise plain data as block-style YAML, keys in their given order."""
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False)

@@ -1,0 +1,127 @@
+"""The one Settings object: an optional ``pavedroad.yaml`` plus ``PAVEDROAD_*`` variables.
+
+Precedence (highest first): keyword arguments, environment variables, the YAML file,
+defaults. The YAML file is ``$PAVEDROAD_CONFIG`` when set, else ``pavedroad.yaml`` in the
+current directory, else ``$PAVEDROAD_HOME/pavedroad.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class CatalogRule(BaseModel):
+    """Which kinds a location may hold (Backstage's ``catalog.rules``)."""
+
+    allow: list[str]
+    locations: list[dict[str, str]] | None = None
+
+
+class CatalogLocation(BaseModel):
+    """A location configured in settings rather than registered through the API."""
+
+    type: Literal["file", "url"] = "file"
+    target: str
+    rules: list[CatalogRule] | None = None
+
+
+class CatalogSettings(BaseModel):
+    locations: list[CatalogLocation] = Field(default_factory=list)
+    rules: list[CatalogRule] = Field(default_factory=lambda: [CatalogRule(allow=["*"])])
+    refresh_interval_seconds: int = Field(default=300, ge=5)
+    orphan_strategy: Literal["keep", "delete"] = "keep"
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allow_private_network: bool = False
+    allowed_location_types: list[str] = Field(default_factory=lambda: ["url", "file"])
+    anonymous_read: bool = True
+
+
+class YamlLimits(BaseModel):
+    max_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_depth: int = Field(default=64, ge=2)
+    max_aliases: int = Field(default=100, ge=0)
+    max_nodes: int = Field(default=500_000, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PAVEDROAD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".pavedroad")
+    database_url: str | None = None
+    queue_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 7070
+    base_url: str | None = None
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    yaml: YamlLimits = Field(default_factory=YamlLimits)
+    workers: int = Field(default=2, ge=1)
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'pavedroad.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def public_url(self) -> str:
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def ensure_home(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads ``pavedroad.yaml`` through the platform's safe YAML loader."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_file()
+        if path is None:
+            return {}
+        from pavedroad.core.safeyaml import load_document
+
+        data = load_document(path.read_bytes(), source=str(path))
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the settings file must hold a mapping")
+        return data
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("PAVEDROAD_CONFIG")
+    if explicit:
+        return Path(explicit)
+    candidates = [Path.cwd() / "pavedroad.yaml"]
+    home = os.environ.get("PAVEDROAD_HOME")
+    candidates.append(Path(home) / "pavedroad.yaml" if home else Path.home() / ".pavedroad" / "pavedroad.yaml")
+    return next((p for p in candidates if p.is_file()), None)
