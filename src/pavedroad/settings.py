@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     yaml: YamlLimits = Field(default_factory=YamlLimits)
     workers: int = Field(default=2, ge=1)
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     log_level: str = "info"
 
     @classmethod

@@ -86,6 +86,7 @@ class DocumentError:
 class ChildSource:
     key: str
     presence: str
+    parent_entity_ref: str
 
 
 @dataclass
@@ -210,19 +211,19 @@ class Ingester:
                 statement = statement.where(SourceRow.key == source_key)
             return session.execute(statement).rowcount  # type: ignore[attr-defined, no-any-return]
 
-    def refresh_due(self, limit: int = 50) -> RefreshReport:
+    def refresh_due(self, limit: int = 50, location_id: str | None = None) -> RefreshReport:
         """Process up to ``limit`` sources that are due, each claimed with a lease."""
         report = RefreshReport()
-        for key in self._claim_due(limit):
+        for key in self._claim_due(limit, location_id):
             report.add(self.process_source(key))
         return report
 
-    def run_until_idle(self, max_rounds: int = 10_000,
+    def run_until_idle(self, max_rounds: int = 10_000, location_id: str | None = None,
                        progress: Callable[[RefreshReport], None] | None = None) -> RefreshReport:
         """Refresh until nothing is due (children found on the way included)."""
         total = RefreshReport()
         for _ in range(max_rounds):
-            report = self.refresh_due()
+            report = self.refresh_due(location_id=location_id)
             if report.sources == 0:
                 break
             total.add(report)
@@ -230,15 +231,17 @@ class Ingester:
                 progress(total)
         return total
 
-    def _claim_due(self, limit: int) -> list[str]:
+    def _claim_due(self, limit: int, location_id: str | None = None) -> list[str]:
         now = utcnow()
         with self.db.session() as session:
-            keys = list(session.scalars(
-                select(SourceRow.key)
-                .where(SourceRow.next_refresh_at <= now)
-                .where(or_(SourceRow.lease_until.is_(None), SourceRow.lease_until < now))
-                .order_by(SourceRow.next_refresh_at)
-                .limit(limit)))
+            statement = (select(SourceRow.key)
+                         .where(SourceRow.next_refresh_at <= now)
+                         .where(or_(SourceRow.lease_until.is_(None), SourceRow.lease_until < now))
+                         .order_by(SourceRow.next_refresh_at)
+                         .limit(limit))
+            if location_id:
+                statement = statement.where(SourceRow.location_id == location_id)
+            keys = list(session.scalars(statement))
             claimed = []
             for key in keys:
                 result = session.execute(
@@ -393,7 +396,7 @@ class Ingester:
                 if key in ancestors:
                     chain = " → ".join([*reversed(sorted(ancestors, key=ancestors.get)), key])  # type: ignore[arg-type]
                     raise InputError(f"Location cycle: {chain}")
-                outcome.children[key] = ChildSource(key, presence)
+                outcome.children[key] = ChildSource(key, presence, str(EntityRef.of(entity)))
 
     def _expand(self, type_: str, target: str) -> list[str]:
         if type_ != "file" or not GLOB_CHARS & set(target):
@@ -557,6 +560,7 @@ class Ingester:
             if owner is not None:
                 continue  # already read through another location; one reader per source
             session.add(SourceRow(key=key, location_id=source.location_id, parent_key=source.key,
+                                  parent_entity_ref=child.parent_entity_ref,
                                   presence=child.presence, errors=[], next_refresh_at=now))
         removed = current - set(outcome.children)
         if removed:

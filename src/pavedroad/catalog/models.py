@@ -46,6 +46,7 @@ class SourceRow(Base):
         ForeignKey("catalog_locations.id", ondelete="CASCADE"), index=True
     )
     parent_key: Mapped[str | None] = mapped_column(String(2048), nullable=True, index=True)
+    parent_entity_ref: Mapped[str | None] = mapped_column(String(400), nullable=True)
     presence: Mapped[str] = mapped_column(String(16), default="required")
     content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     errors: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)

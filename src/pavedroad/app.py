@@ -1,0 +1,105 @@
+"""The web application: ``create_app(settings)`` mounts every domain's API and views."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from pavedroad import __version__
+from pavedroad.catalog import api as catalog_api
+from pavedroad.catalog import backstage_api
+from pavedroad.catalog.service import CatalogService
+from pavedroad.core.background import BackgroundRunner, Reconciler
+from pavedroad.core.db import Database, database_for
+from pavedroad.core.http import RequestContextMiddleware, install_error_handlers
+from pavedroad.core.plugins import plugin_manager
+from pavedroad.settings import Settings
+
+log = logging.getLogger("pavedroad")
+
+
+def create_app(settings: Settings | None = None, *, background: bool = False,
+               database: Database | None = None) -> FastAPI:
+    """Build the app. With ``background=True`` the app also runs the reconcilers
+    (catalog refresh) while it serves; ``pave up`` does, ``pave server`` may not."""
+    settings = settings or Settings()
+    settings.ensure_home()
+    db = database or database_for(settings)
+    db.migrate()
+    catalog = CatalogService(db, settings)
+    catalog.ensure_configured_locations()
+    runner = BackgroundRunner(background_reconcilers(catalog)) if background else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runner:
+            runner.start()
+        yield
+        if runner:
+            runner.stop()
+
+    app = FastAPI(title="Pavedroad", version=__version__, docs_url="/api/docs",
+                  openapi_url="/api/openapi.json", redoc_url=None, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.catalog = catalog
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    install_error_handlers(app)
+    app.include_router(catalog_api.router)
+    app.include_router(backstage_api.router)
+    _add_operational_routes(app, catalog)
+    from pavedroad.portal.views import mount_portal
+
+    mount_portal(app)
+    plugin_manager().hook.pavedroad_startup(app=app, settings=settings)
+    return app
+
+
+def background_reconcilers(catalog: CatalogService) -> list[Reconciler]:
+    return [Reconciler("catalog-refresh", catalog.refresh_due, interval_seconds=2.0)]
+
+
+def _add_operational_routes(app: FastAPI, catalog: CatalogService) -> None:
+    @app.get("/healthz", tags=["operations"], summary="Liveness and database check")
+    def healthz() -> dict[str, str]:
+        from sqlalchemy import text
+
+        with catalog.db.read_session() as session:
+            session.execute(text("SELECT 1"))
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    def metrics() -> Response:
+        registry = CollectorRegistry()
+        registry.register(_CatalogCollector(catalog))
+        body = generate_latest(REGISTRY) + generate_latest(registry)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+class _CatalogCollector:
+    """Catalog figures read at scrape time from the database."""
+
+    def __init__(self, catalog: CatalogService) -> None:
+        self.catalog = catalog
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        with self.catalog.reader() as reader:
+            kinds = reader.facets(["kind"])["kind"]
+            status = reader.processing_summary()
+        entities = GaugeMetricFamily("pavedroad_catalog_entities", "Entities in the catalog", labels=["kind"])
+        for item in kinds:
+            entities.add_metric([str(item["value"])], item["count"])
+        yield entities
+        yield GaugeMetricFamily("pavedroad_catalog_locations", "Registered and configured locations",
+                                value=status["locations"])
+        yield GaugeMetricFamily("pavedroad_catalog_sources", "Files and URLs the catalog reads",
+                                value=status["sources"])
+        yield GaugeMetricFamily("pavedroad_catalog_sources_with_errors",
+                                "Sources whose last read had errors", value=status["sources_with_errors"])
+        yield GaugeMetricFamily("pavedroad_catalog_orphans", "Orphaned entities", value=status["orphans"])

@@ -1,0 +1,491 @@
+"""Reading the catalog: filters, full-text search, ordering, cursor pages, facets,
+lookups by ref and uid, relation graphs and ancestry.
+
+Filters use Backstage's semantics: a list of alternatives (OR), each a mapping of
+field to accepted values (fields AND, values OR, ``None`` means "has the field").
+Fields are dotted paths (``kind``, ``spec.type``, ``metadata.annotations.x``);
+``relations.<type>`` filters on relation targets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, Select, and_, false, func, or_, select, true
+from sqlalchemy.orm import Session
+
+from pavedroad.catalog.models import EntityRow, LocationRow, RelationRow, SearchRow, SourceRow
+from pavedroad.catalog.refs import EntityRef, parse_ref
+from pavedroad.core.errors import InputError, NotFoundError
+
+Filter = list[dict[str, list[str] | None]]
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
+
+
+@dataclass
+class EntityQuery:
+    filter: Filter = field(default_factory=list)
+    full_text: str = ""
+    full_text_fields: list[str] = field(default_factory=list)
+    order: list[tuple[str, str]] = field(default_factory=list)
+    limit: int = DEFAULT_LIMIT
+    fields: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"filter": self.filter, "fullText": self.full_text,
+                "fullTextFields": self.full_text_fields, "order": self.order}
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    total: int
+    next_cursor: str | None
+    prev_cursor: str | None
+
+
+# -- parsing query parameters --------------------------------------------------------
+
+def parse_filters(raw: Iterable[str]) -> Filter:
+    """Backstage's ``filter`` parameters: ``a=b,c=d`` ANDs; repeating the parameter ORs."""
+    alternatives: Filter = []
+    for text in raw:
+        conditions: dict[str, list[str] | None] = {}
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            key, has_value, value = part.partition("=")
+            key = key.strip().lower()
+            if not key:
+                raise InputError(f"Invalid filter {text!r}: an empty field name")
+            if not has_value:
+                conditions.setdefault(key, None)
+                continue
+            values = conditions.get(key) or []
+            conditions[key] = [*values, value.strip()]
+        if conditions:
+            alternatives.append(conditions)
+    return alternatives
+
+
+def parse_order(raw: Iterable[str]) -> list[tuple[str, str]]:
+    order = []
+    for text in raw:
+        name, _, direction = text.partition(",")
+        direction = direction.strip().lower() or "asc"
+        if direction not in ("asc", "desc"):
+            raise InputError(f"Invalid orderField {text!r}: the order must be asc or desc")
+        order.append((name.strip(), direction))
+    return order
+
+
+def clamp_limit(limit: int | None) -> int:
+    if limit is None:
+        return DEFAULT_LIMIT
+    if limit < 0:
+        raise InputError("limit must not be negative")
+    return min(limit, MAX_LIMIT)
+
+
+# -- filters as SQL ------------------------------------------------------------------
+
+def filter_clause(alternatives: Filter) -> ColumnElement[bool]:
+    if not alternatives:
+        return true()
+    return or_(*(_alternative(a) for a in alternatives))
+
+
+def _alternative(conditions: dict[str, list[str] | None]) -> ColumnElement[bool]:
+    parts: list[ColumnElement[bool]] = []
+    for key, values in conditions.items():
+        lowered = [v.lower() for v in values] if values else None
+        if key.startswith("relations."):
+            relation = select(RelationRow.source_ref).where(
+                func.lower(RelationRow.type) == key.split(".", 1)[1])
+            if lowered:
+                relation = relation.where(RelationRow.target_ref.in_(lowered))
+            parts.append(EntityRow.entity_ref.in_(relation))
+            continue
+        search = select(SearchRow.entity_uid).where(SearchRow.key == key)
+        if lowered:
+            search = search.where(SearchRow.value.in_(lowered))
+        parts.append(EntityRow.uid.in_(search))
+    return and_(*parts)
+
+
+def full_text_clause(term: str, fields: Sequence[str]) -> ColumnElement[bool]:
+    term = term.strip().lower()
+    if not term:
+        return true()
+    pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    if fields:
+        return EntityRow.uid.in_(select(SearchRow.entity_uid).where(
+            SearchRow.key.in_([f.lower() for f in fields]),
+            SearchRow.value.like(pattern, escape="\\")))
+    return EntityRow.search_text.like(pattern, escape="\\")
+
+
+# -- ordering and cursors ------------------------------------------------------------
+
+_DIRECT_COLUMNS = {"metadata.name": EntityRow.name, "kind": EntityRow.kind,
+                   "metadata.namespace": EntityRow.namespace, "metadata.uid": EntityRow.uid}
+
+
+def _sort_expression(field_name: str) -> Any:
+    column = _DIRECT_COLUMNS.get(field_name.lower())
+    if column is not None:
+        return func.lower(column) if field_name.lower() != "metadata.uid" else column
+    return (select(func.min(SearchRow.value))
+            .where(SearchRow.entity_uid == EntityRow.uid, SearchRow.key == field_name.lower())
+            .correlate(EntityRow).scalar_subquery())
+
+
+def encode_cursor(payload: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=="))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InputError("Malformed cursor: pass the nextCursor or prevCursor of an earlier page") from None
+    if not isinstance(payload, dict) or "query" not in payload or "after" not in payload:
+        raise InputError("Malformed cursor: pass the nextCursor or prevCursor of an earlier page")
+    return payload
+
+
+class CatalogReader:
+    """Read-side operations over one database session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- pages -----------------------------------------------------------------------
+
+    def query(self, query: EntityQuery, cursor: str | None = None) -> Page:
+        after: list[Any] | None = None
+        backwards = False
+        if cursor:
+            payload = decode_cursor(cursor)
+            q = payload["query"]
+            query = EntityQuery(filter=q.get("filter") or [], full_text=q.get("fullText") or "",
+                                full_text_fields=q.get("fullTextFields") or [],
+                                order=[tuple(o) for o in q.get("order") or []],  # type: ignore[misc]
+                                limit=query.limit, fields=query.fields)
+            after = payload["after"]
+            backwards = bool(payload.get("previous"))
+        where = and_(filter_clause(query.filter),
+                     full_text_clause(query.full_text, query.full_text_fields))
+        total = self.session.scalar(select(func.count()).select_from(EntityRow).where(where)) or 0
+        keys = [(_sort_expression(name), direction) for name, direction in query.order]
+        keys.append((EntityRow.entity_ref, "asc"))
+        statement = self._page_statement(where, keys, after, backwards, query.limit + 1)
+        rows = list(self.session.execute(statement))
+        has_more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        if backwards:
+            rows.reverse()
+        sort_values = [list(row[1:]) for row in rows]
+        entities = self.hydrate([row[0] for row in rows], query.fields)
+        base = {"query": query.to_dict()}
+        next_cursor = prev_cursor = None
+        if rows and (has_more or backwards):
+            next_cursor = encode_cursor({**base, "after": sort_values[-1], "previous": False})
+        if rows and (after is not None) and (not backwards or has_more):
+            prev_cursor = encode_cursor({**base, "after": sort_values[0], "previous": True})
+        return Page(entities, total, next_cursor, prev_cursor)
+
+    def _page_statement(self, where: ColumnElement[bool], keys: list[tuple[Any, str]],
+                        after: list[Any] | None, backwards: bool, limit: int) -> Select[Any]:
+        columns = [EntityRow] + [expression.label(f"k{i}") for i, (expression, _) in enumerate(keys)]
+        statement = select(*columns).where(where)
+        if after is not None:
+            if len(after) != len(keys):
+                raise InputError("Malformed cursor: it does not match the query's order")
+            statement = statement.where(_keyset(keys, after, backwards))
+        ordering = []
+        for expression, direction in keys:
+            ascending = (direction == "asc") != backwards
+            ordering.append(expression.asc().nulls_last() if ascending else expression.desc().nulls_first())
+        return statement.order_by(*ordering).limit(limit)
+
+    # -- entities --------------------------------------------------------------------
+
+    def hydrate(self, rows: Sequence[EntityRow], fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Entities as the API returns them: body plus relations, trimmed to ``fields``."""
+        if not rows:
+            return []
+        want_relations = not fields or any(f == "relations" or f.startswith("relations") for f in fields)
+        relations = self.relations_of([r.entity_ref for r in rows]) if want_relations else {}
+        result = []
+        for row in rows:
+            entity = json.loads(row.body)
+            entity["relations"] = relations.get(row.entity_ref, [])
+            result.append(select_fields(entity, fields) if fields else entity)
+        return result
+
+    def relations_of(self, refs: list[str]) -> dict[str, list[dict[str, str]]]:
+        found: dict[str, list[dict[str, str]]] = defaultdict(list)
+        for chunk in [refs[i:i + 500] for i in range(0, len(refs), 500)]:
+            rows = self.session.execute(
+                select(RelationRow.source_ref, RelationRow.type, RelationRow.target_ref)
+                .where(RelationRow.source_ref.in_(chunk)).distinct()
+                .order_by(RelationRow.source_ref, RelationRow.type, RelationRow.target_ref))
+            for source, type_, target in rows:
+                found[source].append({"type": type_, "targetRef": target})
+        return found
+
+    def row_by_ref(self, ref: str | EntityRef) -> EntityRow | None:
+        key = str(ref) if isinstance(ref, EntityRef) else parse_ref(ref).key
+        return self.session.scalar(select(EntityRow).where(EntityRow.entity_ref == key))
+
+    def get_by_ref(self, ref: str | EntityRef, fields: Sequence[str] = ()) -> dict[str, Any]:
+        row = self.row_by_ref(ref)
+        if row is None:
+            parsed = ref if isinstance(ref, EntityRef) else parse_ref(ref)
+            raise NotFoundError(f"No entity named '{parsed.name}' found, with kind "
+                                f"'{parsed.kind.lower()}' in namespace '{parsed.namespace.lower()}'")
+        return self.hydrate([row], fields)[0]
+
+    def get_by_uid(self, uid: str, fields: Sequence[str] = ()) -> dict[str, Any]:
+        row = self.session.get(EntityRow, uid)
+        if row is None:
+            raise NotFoundError(f"No entity with uid {uid}")
+        return self.hydrate([row], fields)[0]
+
+    def get_many(self, refs: Sequence[str], fields: Sequence[str] = ()) -> list[dict[str, Any] | None]:
+        """Entities in request order, ``None`` where a ref names nothing."""
+        keys = []
+        for ref in refs:
+            try:
+                keys.append(parse_ref(ref).key)
+            except InputError:
+                keys.append(None)
+        wanted = [k for k in keys if k]
+        rows: dict[str, EntityRow] = {}
+        for chunk in [wanted[i:i + 500] for i in range(0, len(wanted), 500)]:
+            for row in self.session.scalars(select(EntityRow).where(EntityRow.entity_ref.in_(chunk))):
+                rows[row.entity_ref] = row
+        hydrated = dict(zip(rows, self.hydrate(list(rows.values()), fields), strict=True))
+        return [hydrated.get(k) if k else None for k in keys]
+
+    def existing_refs(self, refs: Iterable[str]) -> set[str]:
+        refs = list(set(refs))
+        found: set[str] = set()
+        for chunk in [refs[i:i + 500] for i in range(0, len(refs), 500)]:
+            found.update(self.session.scalars(
+                select(EntityRow.entity_ref).where(EntityRow.entity_ref.in_(chunk))))
+        return found
+
+    def status_of(self, ref: str) -> dict[str, Any]:
+        """Processing status: the entity's own errors and its source's errors."""
+        row = self.row_by_ref(ref)
+        if row is None:
+            raise NotFoundError(f"No entity {ref}")
+        source = self.session.get(SourceRow, row.source_key)
+        return {
+            "errors": row.errors,
+            "sourceErrors": source.errors if source else [],
+            "source": row.source_key,
+            "orphan": row.orphan,
+            "updatedAt": row.updated_at,
+            "refreshedAt": source.refreshed_at if source else None,
+            "nextRefreshAt": source.next_refresh_at if source else None,
+        }
+
+    # -- facets ----------------------------------------------------------------------
+
+    def facets(self, names: Sequence[str], alternatives: Filter | None = None,
+               full_text: str = "") -> dict[str, list[dict[str, Any]]]:
+        restricted = bool(alternatives) or bool(full_text.strip())
+        matching = select(EntityRow.uid).where(
+            filter_clause(alternatives or []), full_text_clause(full_text, []))
+        result: dict[str, list[dict[str, Any]]] = {}
+        for name in names:
+            key = name.lower()
+            if key.startswith("relations."):
+                statement = (select(RelationRow.target_ref, func.count(func.distinct(RelationRow.source_ref)))
+                             .where(func.lower(RelationRow.type) == key.split(".", 1)[1])
+                             .group_by(RelationRow.target_ref))
+                if restricted:
+                    statement = statement.where(RelationRow.source_ref.in_(
+                        select(EntityRow.entity_ref).where(
+                            filter_clause(alternatives or []), full_text_clause(full_text, []))))
+            else:
+                statement = (select(func.min(SearchRow.original_value), func.count())
+                             .where(SearchRow.key == key, SearchRow.value.is_not(None))
+                             .group_by(SearchRow.value))
+                if restricted:
+                    statement = statement.where(SearchRow.entity_uid.in_(matching))
+            counts = [{"value": value, "count": count} for value, count in self.session.execute(statement)]
+            counts.sort(key=lambda c: (str(c["value"]).lower(), str(c["value"])))
+            result[name] = counts
+        return result
+
+    # -- graph and ancestry ------------------------------------------------------------
+
+    def graph(self, ref: str, depth: int = 1, max_nodes: int = 300) -> dict[str, Any]:
+        """The entity's neighbourhood: nodes (resolved or not) and edges up to ``depth``."""
+        root = parse_ref(ref).key
+        if self.row_by_ref(root) is None:
+            raise NotFoundError(f"No entity {ref}")
+        depth = max(0, min(depth, 5))
+        seen = {root: 0}
+        edges: set[tuple[str, str, str]] = set()
+        frontier = [root]
+        for level in range(1, depth + 1):
+            if not frontier:
+                break
+            rows = self.session.execute(
+                select(RelationRow.source_ref, RelationRow.type, RelationRow.target_ref)
+                .where(RelationRow.source_ref.in_(frontier)).distinct())
+            next_frontier = []
+            for source, type_, target in rows:
+                if target not in seen:
+                    if len(seen) >= max_nodes:
+                        continue
+                    seen[target] = level
+                    next_frontier.append(target)
+                edges.add((source, type_, target))
+            frontier = next_frontier
+        existing = self.existing_refs(seen)
+        rows_by_ref = {r.entity_ref: r for r in self.session.scalars(
+            select(EntityRow).where(EntityRow.entity_ref.in_(list(existing))))}
+        nodes = []
+        for key, distance in seen.items():
+            row = rows_by_ref.get(key)
+            body = json.loads(row.body) if row else None
+            parsed = parse_ref(key)
+            nodes.append({
+                "ref": key, "kind": row.kind if row else parsed.kind, "name": row.name if row else parsed.name,
+                "namespace": parsed.namespace, "distance": distance, "resolved": row is not None,
+                "title": (body or {}).get("metadata", {}).get("title"),
+                "type": ((body or {}).get("spec") or {}).get("type"),
+            })
+        return {"root": root, "nodes": nodes,
+                "edges": [{"source": s, "type": t, "target": g} for s, t, g in sorted(edges)]}
+
+    def ancestry(self, ref: str) -> dict[str, Any]:
+        """The chain from the entity up through the Location entities that led to it."""
+        row = self.row_by_ref(ref)
+        if row is None:
+            parsed = parse_ref(ref)
+            raise NotFoundError(f"No entity named '{parsed.name}' found, with kind "
+                                f"'{parsed.kind.lower()}' in namespace '{parsed.namespace.lower()}'")
+        items = []
+        current: EntityRow | None = row
+        seen: set[str] = set()
+        while current is not None and current.entity_ref not in seen:
+            seen.add(current.entity_ref)
+            source = self.session.get(SourceRow, current.source_key)
+            parent_ref = source.parent_entity_ref if source else None
+            items.append({"entity": self.hydrate([current])[0],
+                          "parentEntityRefs": [parent_ref] if parent_ref else []})
+            current = self.row_by_ref(parent_ref) if parent_ref else None
+        return {"rootEntityRef": row.entity_ref, "items": items}
+
+    # -- locations -----------------------------------------------------------------------
+
+    def locations(self) -> list[LocationRow]:
+        return list(self.session.scalars(select(LocationRow).order_by(LocationRow.created_at)))
+
+    def location(self, location_id: str) -> LocationRow:
+        row = self.session.get(LocationRow, location_id)
+        if row is None:
+            raise NotFoundError(f"Found no location with ID {location_id}")
+        return row
+
+    def location_status(self, location_id: str) -> dict[str, Any]:
+        sources = list(self.session.scalars(
+            select(SourceRow).where(SourceRow.location_id == location_id).order_by(SourceRow.key)))
+        entity_count = self.session.scalar(
+            select(func.count()).select_from(EntityRow).where(EntityRow.location_id == location_id))
+        return {
+            "sources": [{"key": s.key, "errors": s.errors, "refreshedAt": s.refreshed_at,
+                         "nextRefreshAt": s.next_refresh_at} for s in sources
+                        if not s.key.startswith("root:")],
+            "entities": entity_count or 0,
+            "errors": [e for s in sources for e in s.errors],
+        }
+
+    def processing_summary(self) -> dict[str, int]:
+        count = func.count()
+        return {
+            "locations": self.session.scalar(select(count).select_from(LocationRow)) or 0,
+            "sources": self.session.scalar(select(func.count()).select_from(SourceRow)) or 0,
+            "sources_with_errors": self.session.scalar(
+                select(func.count()).select_from(SourceRow).where(
+                    func.length(func.cast(SourceRow.errors, String)) > 2)) or 0,
+            "orphans": self.session.scalar(
+                select(func.count()).select_from(EntityRow).where(EntityRow.orphan.is_(True))) or 0,
+        }
+
+    def entity_refs_of_location(self, location_id: str) -> list[str]:
+        return list(self.session.scalars(select(EntityRow.entity_ref)
+                                         .where(EntityRow.location_id == location_id)
+                                         .order_by(EntityRow.entity_ref)))
+
+    def location_by_ref(self, ref: str) -> LocationRow | None:
+        row = self.row_by_ref(ref)
+        if row is None:
+            return None
+        return self.session.get(LocationRow, row.location_id) if row.location_id else None
+
+
+def _keyset(keys: list[tuple[Any, str]], after: list[Any], backwards: bool) -> ColumnElement[bool]:
+    """Rows strictly after ``after`` in the order the page statement executes.
+
+    Ascending keys sort NULLs last and descending keys NULLs first (see
+    ``_page_statement``), so "after" is defined for NULL sort values too.
+    """
+    clauses = []
+    for i, (expression, direction) in enumerate(keys):
+        ascending = (direction == "asc") != backwards
+        value = after[i]
+        if value is None:
+            if ascending:
+                beyond = None  # NULLs are last: nothing sorts after a NULL in this key
+            else:
+                beyond = expression.is_not(None)
+        elif ascending:
+            beyond = or_(expression > value, expression.is_(None))
+        else:
+            beyond = expression < value
+        if beyond is not None:
+            clauses.append(and_(*[_equals(keys[j][0], after[j]) for j in range(i)], beyond))
+    return or_(*clauses) if clauses else false()
+
+
+def _equals(expression: Any, value: Any) -> ColumnElement[bool]:
+    return expression.is_(None) if value is None else expression == value
+
+
+def select_fields(entity: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """Keep only the named dotted paths (Backstage's ``fields=``)."""
+    result: dict[str, Any] = {}
+    for path in fields:
+        parts = path.split(".")
+        source: Any = entity
+        for part in parts:
+            if not isinstance(source, dict) or part not in source:
+                source = _MISSING
+                break
+            source = source[part]
+        if source is _MISSING:
+            continue
+        target = result
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = source
+    return result
+
+
+_MISSING = object()

@@ -1,0 +1,141 @@
+"""The ``pave`` command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from pavedroad import __version__
+from pavedroad.catalog.cli import catalog_app
+from pavedroad.cli.output import fail
+from pavedroad.settings import Settings
+
+app = typer.Typer(help="Pavedroad: the paved road from template to production.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(catalog_app, name="catalog")
+
+DEMO_DIR = Path(__file__).resolve().parents[3] / "examples" / "demo"
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except Exception as exc:  # pydantic's ValidationError or a bad settings file
+        fail(f"invalid settings: {exc}")
+
+
+@app.callback()
+def main_callback(version: bool = typer.Option(False, "--version", help="Print the version.")) -> None:
+    if version:
+        typer.echo(f"pave {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def up(
+    demo: bool = typer.Option(False, "--demo", help="Load the demo organisation."),
+    host: str = typer.Option(None, help="Interface to listen on (default 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port to listen on (default 7070)."),
+) -> None:
+    """Run everything in one process: migrate, (load the demo), serve the portal and API,
+    and process the catalog in the background."""
+    settings = load_settings(host=host, port=port)
+    _serve(settings, background=True, demo=demo)
+
+
+@app.command()
+def server(
+    host: str = typer.Option(None, help="Interface to listen on."),
+    port: int = typer.Option(None, help="Port to listen on."),
+    background: bool = typer.Option(False, "--background/--no-background",
+                                    help="Also run background processing in this process."),
+) -> None:
+    """Serve the API and portal only (scale-out: run `pave worker` for background work)."""
+    _serve(load_settings(host=host, port=port), background=background, demo=False)
+
+
+@app.command()
+def worker(once: bool = typer.Option(False, "--once", help="Run one round and exit.")) -> None:
+    """Process background work (catalog refresh, queued jobs) against the shared database."""
+    from pavedroad.app import background_reconcilers
+    from pavedroad.catalog.service import CatalogService
+    from pavedroad.core.background import BackgroundRunner
+    from pavedroad.core.db import database_for
+
+    settings = load_settings()
+    _configure_logging(settings)
+    settings.ensure_home()
+    db = database_for(settings)
+    db.migrate()
+    runner = BackgroundRunner(background_reconcilers(CatalogService(db, settings)))
+    if once:
+        runner.run_once()
+        return
+    typer.echo(f"pave worker: processing background work for {_redact(settings.resolved_database_url)}")
+    runner.start()
+    try:
+        while runner._thread and runner._thread.is_alive():
+            runner._thread.join(1.0)
+    except KeyboardInterrupt:
+        runner.stop()
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from pavedroad.core.db import database_for
+
+    settings = load_settings()
+    settings.ensure_home()
+    database_for(settings).migrate()
+    typer.echo(f"database is up to date: {_redact(settings.resolved_database_url)}")
+
+
+def _serve(settings: Settings, background: bool, demo: bool) -> None:
+    import uvicorn
+
+    from pavedroad.app import create_app
+
+    _configure_logging(settings)
+    app = create_app(settings, background=background)
+    if demo:
+        _load_demo(app.state.catalog)
+    typer.echo(f"Pavedroad {__version__} — home {settings.home}")
+    typer.echo(f"  database  {_redact(settings.resolved_database_url)}")
+    typer.echo(f"  portal    {settings.public_url}/")
+    typer.echo(f"  API docs  {settings.public_url}/api/docs")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def _load_demo(catalog: object) -> None:
+    from pavedroad.catalog.service import CatalogService
+
+    assert isinstance(catalog, CatalogService)
+    target = DEMO_DIR / "catalog-info.yaml"
+    if not target.is_file():
+        fail(f"the demo organisation is missing ({target}); run from a source checkout")
+    location = catalog.ingester.ensure_location("file", str(target), origin="demo")
+    catalog.ingester.request_refresh(location_id=location.id)
+    report = catalog.ingester.run_until_idle(location_id=location.id)
+    with catalog.reader() as reader:
+        count = len(reader.entity_refs_of_location(location.id))
+    typer.echo(f"Demo organisation loaded: {count} entities from {report.sources} files"
+               + (f", {report.errors} errors" if report.errors else ""))
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def main() -> None:
+    app()
