@@ -64,16 +64,12 @@ class PlaceholderProcessor(EntityProcessor):
         placeholder_keys = [k for k in value if isinstance(k, str) and k.startswith("$")]
         if not placeholder_keys:
             return {k: self._resolve(v, context) for k, v in value.items()}
-        if len(value) != 1:
-            raise InputError(f"Placeholders have to be on the form of a single $-prefixed key "
-                             f"in an object, found {', '.join(map(str, value))}")
         key = placeholder_keys[0]
         target = value[key]
-        if key not in self.KINDS:
-            raise InputError(f"Encountered unknown placeholder {key!r}; known ones are "
-                             f"{', '.join(self.KINDS)}")
-        if not isinstance(target, str):
-            raise InputError(f"Placeholder {key} expected a string value, found {type(target).__name__}")
+        # As Backstage does: anything that is not exactly one known placeholder with a
+        # string value is left alone (JSON Schema's "$ref" is data, not a placeholder).
+        if len(value) != 1 or key not in self.KINDS or not isinstance(target, str):
+            return value
         content = context.read(target)
         source = f"{context.location_target} ({key} {target})"
         if key == "$text":
