@@ -40,6 +40,7 @@ from pavedroad.catalog.processing import (
     ProcessedEntity,
     ProcessingContext,
     build_pipeline,
+    build_providers,
     build_readers,
 )
 from pavedroad.catalog.refs import EntityRef
@@ -59,6 +60,7 @@ MANAGED_BY_ORIGIN = "backstage.io/managed-by-origin-location"
 SOURCE_LOCATION = "backstage.io/source-location"
 LEASE = timedelta(minutes=5)
 GLOB_CHARS = set("*?[")
+PROVIDER_TYPE = "provider"
 
 
 def generated_location_name(type_: str, target: str) -> str:
@@ -129,6 +131,7 @@ class Ingester:
         self.settings = settings
         self.pipeline = pipeline or build_pipeline(settings)
         self.readers = readers or build_readers(settings)
+        self.providers = build_providers(settings)
         self.limits = YamlLimits(**settings.yaml.model_dump())
         self.interval = settings.catalog.refresh_interval_seconds
 
@@ -139,6 +142,10 @@ class Ingester:
             raise InputError("a location needs a non-empty target")
         if "\x00" in target or any(ord(c) < 32 for c in target):
             raise InputError("a location target cannot contain control characters")
+        if type_ == PROVIDER_TYPE:
+            if target not in self.providers:
+                raise InputError(f"no entity provider named {target!r}")
+            return target
         if type_ not in self.readers:
             raise InputError(f"unknown location type {type_!r}; known types: "
                              f"{', '.join(sorted(self.readers))}")
@@ -164,7 +171,7 @@ class Ingester:
                 select(LocationRow).where(LocationRow.type == type_, LocationRow.target == target))
             if existing is not None:
                 raise ConflictError(f"Location {type_}:{target} already exists",
-                                    location_id=existing.id)
+                                    locationId=existing.id)
             row = LocationRow(id=str(uuid.uuid4()), type=type_, target=target, origin=origin,
                               created_by=created_by, created_at=utcnow())
             session.add(row)
@@ -267,7 +274,16 @@ class Ingester:
 
     def _read_and_process(self, source: SourceRow, location: LocationRow) -> SourceOutcome:
         outcome = SourceOutcome()
-        if source.key.startswith(ROOT_PREFIX):
+        if source.key.startswith(ROOT_PREFIX) and location.type == PROVIDER_TYPE:
+            try:
+                provided = self.providers[location.target].provide()
+            except Exception as exc:  # a plugin's failure is its location's error, not ours
+                outcome.unreadable = True
+                outcome.errors.append(DocumentError(f"Provider {location.target} failed: {exc}"))
+                return outcome
+            documents = [(entity, None) for entity in provided]
+            source_type, source_target = PROVIDER_TYPE, location.target
+        elif source.key.startswith(ROOT_PREFIX):
             documents = [(self._generated_location(location), 1)]
             source_type, source_target = location.type, location.target
         else:
@@ -322,7 +338,7 @@ class Ingester:
 
     def _context(self, source_type: str, source_target: str,
                  outcome: SourceOutcome) -> ProcessingContext:
-        reader = self.readers[source_type]
+        reader = self.readers.get(source_type) or self.readers["url"]
 
         def read_relative(relative: str) -> bytes:
             outcome.used_placeholders = True
@@ -332,9 +348,9 @@ class Ingester:
 
         return ProcessingContext(source_type, source_target, read_relative, self.settings)
 
-    def _process_document(self, data: Any, line: int, context: ProcessingContext,
+    def _process_document(self, data: Any, line: int | None, context: ProcessingContext,
                           source: SourceRow, origin_key: str, outcome: SourceOutcome) -> None:
-        is_root = source.key.startswith(ROOT_PREFIX)
+        is_root = source.key.startswith(ROOT_PREFIX) and context.location_type != PROVIDER_TYPE
         if isinstance(data, dict) and isinstance(data.get("metadata"), dict) and not is_root:
             annotations = data["metadata"].setdefault("annotations", {})
             if isinstance(annotations, dict):

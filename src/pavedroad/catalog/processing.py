@@ -182,6 +182,16 @@ def build_pipeline(settings: Settings) -> EntityPipeline:
     return EntityPipeline(kinds, processors)
 
 
+def build_providers(settings: Settings) -> dict[str, EntityProvider]:
+    from pavedroad.core.plugins import plugin_manager
+
+    providers: dict[str, EntityProvider] = {}
+    for group in reversed(plugin_manager().hook.pavedroad_catalog_providers(settings=settings)):
+        for provider in group:
+            providers[provider.name] = provider
+    return providers
+
+
 def build_readers(settings: Settings) -> dict[str, LocationReader]:
     from pavedroad.core.plugins import plugin_manager
 

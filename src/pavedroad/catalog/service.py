@@ -75,8 +75,12 @@ class CatalogService:
 
     def ensure_configured_locations(self) -> None:
         """Add the locations named in settings (idempotent)."""
+        from pavedroad.catalog.ingestion import PROVIDER_TYPE
+
         for location in self.settings.catalog.locations:
             self.ingester.ensure_location(location.type, location.target, origin="config")
+        for name in self.ingester.providers:
+            self.ingester.ensure_location(PROVIDER_TYPE, name, origin="provider")
 
     # -- refresh ---------------------------------------------------------------------
 
