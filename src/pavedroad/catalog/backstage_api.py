@@ -58,9 +58,10 @@ def _offset_limit(limit: int | None) -> int:
 @router.get("/entities", summary="All matching entities as a bare array")
 def entities(service: Catalog, filter: list[str] | None = Query(None),
              fields: list[str] | None = Query(None), limit: int | None = None,
+             offset: Annotated[int | None, Query(ge=0)] = None,
              after: str | None = None, order: list[str] | None = Query(None)) -> Response:
     query = EntityQuery(filter=parse_filters(filter or []), order=_order_params(order or []),
-                        limit=_offset_limit(limit), fields=split_fields(fields))
+                        limit=_offset_limit(limit), fields=split_fields(fields), offset=offset or 0)
     with service.reader() as reader:
         page = reader.query(query, after)
     headers = {}
@@ -74,13 +75,50 @@ def by_query(service: Catalog, filter: list[str] | None = Query(None),
              fields: list[str] | None = Query(None),
              orderField: list[str] | None = Query(None),
              fullTextFilterTerm: str = "", fullTextFilterFields: list[str] | None = Query(None),
-             limit: Annotated[int | None, Query(ge=0)] = None, cursor: str | None = None) -> dict[str, Any]:
+             limit: Annotated[int | None, Query(ge=0)] = None,
+             offset: Annotated[int | None, Query(ge=0)] = None,
+             cursor: str | None = None) -> dict[str, Any]:
     query = EntityQuery(filter=parse_filters(filter or []), full_text=fullTextFilterTerm,
                         full_text_fields=split_fields(fullTextFilterFields),
-                        order=parse_order(orderField or []), limit=clamp_limit(limit if limit is not None else 20),
-                        fields=split_fields(fields))
+                        order=parse_order(orderField or []),
+                        limit=clamp_limit(limit if limit is not None else 20),
+                        fields=split_fields(fields), offset=offset or 0)
     with service.reader() as reader:
         return page_body(reader.query(query, cursor))
+
+
+class PredicateQueryInput(BaseModel):
+    query: dict[str, Any] | None = None
+    cursor: str | None = None
+    limit: int | None = Field(default=None, ge=0)
+    offset: int | None = Field(default=None, ge=0)
+    orderBy: list[dict[str, str]] | None = None
+    fullTextFilter: dict[str, Any] | None = None
+    fields: list[str] | None = None
+    totalItems: bool | None = None
+
+
+class PredicateFacetsInput(BaseModel):
+    facets: list[str] = Field(min_length=1)
+    query: dict[str, Any] | None = None
+
+
+@router.post("/entities/by-query", summary="A page of entities matching a filter predicate")
+def by_predicate(service: Catalog, body: PredicateQueryInput) -> dict[str, Any]:
+    full_text = body.fullTextFilter or {}
+    order = parse_order(f"{o.get('field', '')},{o.get('order', 'asc')}" for o in body.orderBy or [])
+    query = EntityQuery(filter=body.query, full_text=str(full_text.get("term") or ""),
+                        full_text_fields=list(full_text.get("fields") or []), order=order,
+                        limit=clamp_limit(body.limit if body.limit is not None else 20),
+                        fields=body.fields or [], offset=body.offset or 0)
+    with service.reader() as reader:
+        return page_body(reader.query(query, body.cursor))
+
+
+@router.post("/entity-facets", summary="Facet counts over entities matching a filter predicate")
+def facets_by_predicate(service: Catalog, body: PredicateFacetsInput) -> dict[str, Any]:
+    with service.reader() as reader:
+        return {"facets": reader.facets(body.facets, body.query)}
 
 
 @router.get("/entities/by-uid/{uid}")
@@ -113,10 +151,11 @@ def ancestry(service: Catalog, kind: str, namespace: str, name: str) -> dict[str
 
 
 @router.post("/entities/by-refs")
-def by_refs(service: Catalog, body: ByRefsInput, fields: list[str] | None = Query(None)) -> dict[str, Any]:
+def by_refs(service: Catalog, body: ByRefsInput, fields: list[str] | None = Query(None),
+            filter: list[str] | None = Query(None)) -> dict[str, Any]:
     wanted = body.fields or split_fields(fields)
     with service.reader() as reader:
-        return {"items": reader.get_many(body.entityRefs, wanted)}
+        return {"items": reader.get_many(body.entityRefs, wanted, parse_filters(filter or []))}
 
 
 @router.get("/entity-facets")

@@ -1,10 +1,13 @@
 """Reading the catalog: filters, full-text search, ordering, cursor pages, facets,
 lookups by ref and uid, relation graphs and ancestry.
 
-Filters use Backstage's semantics: a list of alternatives (OR), each a mapping of
-field to accepted values (fields AND, values OR, ``None`` means "has the field").
-Fields are dotted paths (``kind``, ``spec.type``, ``metadata.annotations.x``);
-``relations.<type>`` filters on relation targets.
+Filters are Backstage's filter predicates: ``{"kind": "component"}``,
+``{"spec.type": {"$in": [...]}}``, ``{"x": {"$exists": true}}``, ``{"x": {"$hasPrefix": "a"}}``,
+``{"metadata.tags": {"$contains": "java"}}``, combined with ``$all``, ``$any`` and ``$not``.
+The older ``filter=kind=component,spec.type=service`` query parameters are turned into
+predicates by :func:`parse_filters`. Fields are dotted paths (``kind``, ``spec.type``,
+``metadata.annotations.x``); ``relations.<type>`` matches relation targets. Values compare
+case-insensitively.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, Select, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Select, String, and_, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session
 
 from pavedroad.catalog.models import EntityRow, LocationRow, RelationRow, SearchRow, SourceRow
 from pavedroad.catalog.refs import EntityRef, parse_ref
 from pavedroad.core.errors import InputError, NotFoundError
 
-Filter = list[dict[str, list[str] | None]]
+Predicate = dict[str, Any] | None
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
@@ -32,12 +35,13 @@ DEFAULT_LIMIT = 50
 
 @dataclass
 class EntityQuery:
-    filter: Filter = field(default_factory=list)
+    filter: Predicate = None
     full_text: str = ""
     full_text_fields: list[str] = field(default_factory=list)
     order: list[tuple[str, str]] = field(default_factory=list)
     limit: int = DEFAULT_LIMIT
     fields: list[str] = field(default_factory=list)
+    offset: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"filter": self.filter, "fullText": self.full_text,
@@ -54,26 +58,32 @@ class Page:
 
 # -- parsing query parameters --------------------------------------------------------
 
-def parse_filters(raw: Iterable[str]) -> Filter:
-    """Backstage's ``filter`` parameters: ``a=b,c=d`` ANDs; repeating the parameter ORs."""
-    alternatives: Filter = []
+def parse_filters(raw: Iterable[str]) -> Predicate:
+    """Backstage's ``filter`` parameters as a predicate: ``a=b,c=d`` ANDs its conditions,
+    repeating the parameter ORs, a key repeated within one filter ORs its values, and a
+    key without ``=`` means "has this field"."""
+    alternatives: list[dict[str, Any]] = []
     for text in raw:
         conditions: dict[str, list[str] | None] = {}
         for part in text.split(","):
             if not part.strip():
                 continue
             key, has_value, value = part.partition("=")
-            key = key.strip().lower()
+            key = key.strip()
             if not key:
                 raise InputError(f"Invalid filter {text!r}: an empty field name")
             if not has_value:
                 conditions.setdefault(key, None)
                 continue
-            values = conditions.get(key) or []
-            conditions[key] = [*values, value.strip()]
-        if conditions:
-            alternatives.append(conditions)
-    return alternatives
+            conditions[key] = [*(conditions.get(key) or []), value.strip()]
+        parts = [{key: {"$exists": True} if values is None else
+                  values[0] if len(values) == 1 else {"$in": values}}
+                 for key, values in conditions.items()]
+        if parts:
+            alternatives.append(parts[0] if len(parts) == 1 else {"$all": parts})
+    if not alternatives:
+        return None
+    return alternatives[0] if len(alternatives) == 1 else {"$any": alternatives}
 
 
 def parse_order(raw: Iterable[str]) -> list[tuple[str, str]]:
@@ -97,35 +107,107 @@ def clamp_limit(limit: int | None) -> int:
 
 # -- filters as SQL ------------------------------------------------------------------
 
-def filter_clause(alternatives: Filter) -> ColumnElement[bool]:
-    if not alternatives:
+def filter_clause(predicate: Predicate) -> ColumnElement[bool]:
+    """The SQL condition for a filter predicate (everything when ``None``)."""
+    if predicate is None:
         return true()
-    return or_(*(_alternative(a) for a in alternatives))
-
-
-def _alternative(conditions: dict[str, list[str] | None]) -> ColumnElement[bool]:
+    if not isinstance(predicate, dict):
+        raise InputError("A filter predicate must be an object")
     parts: list[ColumnElement[bool]] = []
-    for key, values in conditions.items():
-        lowered = [v.lower() for v in values] if values else None
-        if key.startswith("relations."):
-            relation = select(RelationRow.source_ref).where(
-                func.lower(RelationRow.type) == key.split(".", 1)[1])
-            if lowered:
-                relation = relation.where(RelationRow.target_ref.in_(lowered))
-            parts.append(EntityRow.entity_ref.in_(relation))
-            continue
-        search = select(SearchRow.entity_uid).where(SearchRow.key == key)
-        if lowered:
-            search = search.where(SearchRow.value.in_(lowered))
-        parts.append(EntityRow.uid.in_(search))
-    return and_(*parts)
+    for key, operand in predicate.items():
+        if key == "$all":
+            parts.append(and_(true(), *(filter_clause(p) for p in _predicate_list(key, operand))))
+        elif key == "$any":
+            parts.append(or_(false(), *(filter_clause(p) for p in _predicate_list(key, operand))))
+        elif key == "$not":
+            parts.append(not_(filter_clause(operand)))
+        elif key.startswith("$"):
+            raise InputError(f"Unknown filter operator {key!r}; use $all, $any or $not")
+        else:
+            parts.append(_field_clause(key.lower(), operand))
+    return and_(true(), *parts)
+
+
+def _predicate_list(key: str, operand: Any) -> list[Any]:
+    if not isinstance(operand, list):
+        raise InputError(f"{key} needs a list of predicates")
+    return operand
+
+
+def _field_clause(key: str, matcher: Any) -> ColumnElement[bool]:
+    if isinstance(matcher, dict):
+        if len(matcher) != 1:
+            raise InputError(f"The matcher for {key!r} must have exactly one operator")
+        operator, operand = next(iter(matcher.items()))
+        if operator == "$exists":
+            present = _has_value(key, None)
+            return present if operand else not_(present)
+        if operator == "$in":
+            if not isinstance(operand, list):
+                raise InputError(f"$in for {key!r} needs a list")
+            return _has_value(key, [_text(v) for v in operand])
+        if operator == "$hasPrefix":
+            if not isinstance(operand, str):
+                raise InputError(f"$hasPrefix for {key!r} needs a string")
+            return _has_value(key, None, prefix=operand.lower())
+        if operator == "$contains":
+            return _contains(key, operand)
+        raise InputError(f"Unknown matcher {operator!r} for {key!r}; use $exists, $in, "
+                         "$hasPrefix or $contains")
+    return _has_value(key, [_text(matcher)])
+
+
+def _contains(key: str, operand: Any) -> ColumnElement[bool]:
+    """Array fields are indexed one row per item, so containment is a value match."""
+    if isinstance(operand, dict) and len(operand) == 1:
+        operator, inner = next(iter(operand.items()))
+        if operator in ("$any", "$all") and isinstance(inner, list):
+            clauses = [_contains(key, item) for item in inner]
+            return or_(false(), *clauses) if operator == "$any" else and_(true(), *clauses)
+        if operator == "$not":
+            return not_(_contains(key, inner))
+        return _field_clause(key, operand)
+    return _has_value(key, [_text(operand)])
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value).lower()
+    raise InputError(f"Filter values must be strings, numbers or booleans, not {value!r}")
+
+
+def _has_value(key: str, values: list[str] | None, prefix: str | None = None) -> ColumnElement[bool]:
+    if key.startswith("relations."):
+        relation = select(RelationRow.source_ref).where(
+            func.lower(RelationRow.type) == key.split(".", 1)[1])
+        if values is not None:
+            relation = relation.where(RelationRow.target_ref.in_(values))
+        if prefix is not None:
+            relation = relation.where(RelationRow.target_ref.like(_like_prefix(prefix), escape="\\"))
+        return EntityRow.entity_ref.in_(relation)
+    search = select(SearchRow.entity_uid).where(SearchRow.key == key)
+    if values is not None:
+        search = search.where(SearchRow.value.in_(values))
+    if prefix is not None:
+        search = search.where(SearchRow.value.like(_like_prefix(prefix), escape="\\"))
+    return EntityRow.uid.in_(search)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _like_prefix(prefix: str) -> str:
+    return _escape_like(prefix) + "%"
 
 
 def full_text_clause(term: str, fields: Sequence[str]) -> ColumnElement[bool]:
     term = term.strip().lower()
     if not term:
         return true()
-    pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    pattern = "%" + _escape_like(term) + "%"
     if fields:
         return EntityRow.uid.in_(select(SearchRow.entity_uid).where(
             SearchRow.key.in_([f.lower() for f in fields]),
@@ -176,7 +258,7 @@ class CatalogReader:
         if cursor:
             payload = decode_cursor(cursor)
             q = payload["query"]
-            query = EntityQuery(filter=q.get("filter") or [], full_text=q.get("fullText") or "",
+            query = EntityQuery(filter=q.get("filter"), full_text=q.get("fullText") or "",
                                 full_text_fields=q.get("fullTextFields") or [],
                                 order=[tuple(o) for o in q.get("order") or []],  # type: ignore[misc]
                                 limit=query.limit, fields=query.fields)
@@ -188,6 +270,8 @@ class CatalogReader:
         keys = [(_sort_expression(name), direction) for name, direction in query.order]
         keys.append((EntityRow.entity_ref, "asc"))
         statement = self._page_statement(where, keys, after, backwards, query.limit + 1)
+        if after is None and query.offset:
+            statement = statement.offset(query.offset)
         rows = list(self.session.execute(statement))
         has_more = len(rows) > query.limit
         rows = rows[: query.limit]
@@ -261,8 +345,10 @@ class CatalogReader:
             raise NotFoundError(f"No entity with uid {uid}")
         return self.hydrate([row], fields)[0]
 
-    def get_many(self, refs: Sequence[str], fields: Sequence[str] = ()) -> list[dict[str, Any] | None]:
-        """Entities in request order, ``None`` where a ref names nothing."""
+    def get_many(self, refs: Sequence[str], fields: Sequence[str] = (),
+                 predicate: Predicate = None) -> list[dict[str, Any] | None]:
+        """Entities in request order, ``None`` where a ref names nothing (or, with a
+        filter, names an entity the filter excludes)."""
         keys = []
         for ref in refs:
             try:
@@ -272,7 +358,9 @@ class CatalogReader:
         wanted = [k for k in keys if k]
         rows: dict[str, EntityRow] = {}
         for chunk in [wanted[i:i + 500] for i in range(0, len(wanted), 500)]:
-            for row in self.session.scalars(select(EntityRow).where(EntityRow.entity_ref.in_(chunk))):
+            statement = select(EntityRow).where(EntityRow.entity_ref.in_(chunk),
+                                                filter_clause(predicate))
+            for row in self.session.scalars(statement):
                 rows[row.entity_ref] = row
         hydrated = dict(zip(rows, self.hydrate(list(rows.values()), fields), strict=True))
         return [hydrated.get(k) if k else None for k in keys]
@@ -303,11 +391,11 @@ class CatalogReader:
 
     # -- facets ----------------------------------------------------------------------
 
-    def facets(self, names: Sequence[str], alternatives: Filter | None = None,
+    def facets(self, names: Sequence[str], predicate: Predicate = None,
                full_text: str = "") -> dict[str, list[dict[str, Any]]]:
-        restricted = bool(alternatives) or bool(full_text.strip())
+        restricted = predicate is not None or bool(full_text.strip())
         matching = select(EntityRow.uid).where(
-            filter_clause(alternatives or []), full_text_clause(full_text, []))
+            filter_clause(predicate), full_text_clause(full_text, []))
         result: dict[str, list[dict[str, Any]]] = {}
         for name in names:
             key = name.lower()
@@ -318,7 +406,7 @@ class CatalogReader:
                 if restricted:
                     statement = statement.where(RelationRow.source_ref.in_(
                         select(EntityRow.entity_ref).where(
-                            filter_clause(alternatives or []), full_text_clause(full_text, []))))
+                            filter_clause(predicate), full_text_clause(full_text, []))))
             else:
                 statement = (select(func.min(SearchRow.original_value), func.count())
                              .where(SearchRow.key == key, SearchRow.value.is_not(None))

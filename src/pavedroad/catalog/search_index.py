@@ -38,6 +38,10 @@ def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, str | None]]:
             yield from _flatten(item, f"{prefix}.{key}".lower() if prefix else str(key).lower())
     elif isinstance(value, list):
         for item in value:
+            # As Backstage: a string item is also a key of its own, so that a filter can
+            # require several (``metadata.tags.java=true,metadata.tags.go=true``).
+            if isinstance(item, str):
+                yield f"{prefix}.{item.lower()}", "true"
             yield from _flatten(item, prefix)
     elif isinstance(value, bool):
         yield prefix, "true" if value else "false"
