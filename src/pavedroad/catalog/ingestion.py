@@ -11,6 +11,7 @@ producing become orphans (or are deleted, by the orphan strategy).
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import json
@@ -361,7 +362,7 @@ class Ingester:
                                            "url:" + context.location_target.rsplit("/", 1)[0] + "/")
         try:
             processed = self.pipeline.process(data, context)
-            self._check_rules(processed, context)
+            self._check_rules(processed, context, origin_key)
             if processed.ref.kind.lower() == "location":
                 self._add_children(processed.entity, context, source, outcome)
         except EntityValidationError as exc:
@@ -377,13 +378,24 @@ class Ingester:
             return
         outcome.entities.append(processed)
 
-    def _check_rules(self, processed: ProcessedEntity, context: ProcessingContext) -> None:
-        kind = processed.ref.kind
-        for rule in self.settings.catalog.rules:
-            if "*" in rule.allow or kind.lower() in {k.lower() for k in rule.allow}:
+    def _check_rules(self, processed: ProcessedEntity, context: ProcessingContext,
+                     origin_key: str) -> None:
+        """Backstage's catalog rules: a location configured with its own ``rules`` uses
+        those; otherwise the global rules apply, each limited to the locations it names."""
+        kind = processed.ref.kind.lower()
+        rules = next((loc.rules for loc in self.settings.catalog.locations
+                      if f"{loc.type}:{loc.target}" == origin_key and loc.rules),
+                     self.settings.catalog.rules)
+        for rule in rules:
+            if rule.locations and not any(
+                    fnmatch.fnmatchcase(context.location_type, pattern.get("type", "*"))
+                    and fnmatch.fnmatchcase(context.location_target, pattern.get("target", "*"))
+                    for pattern in rule.locations):
+                continue
+            if "*" in rule.allow or kind in {k.lower() for k in rule.allow}:
                 return
-        raise InputError(f"{context.location_key} tried to supply an entity of kind {kind!r}, "
-                         "which the catalog rules do not allow")
+        raise InputError(f"{context.location_key} tried to supply an entity of kind "
+                         f"{processed.ref.kind!r}, which the catalog rules do not allow")
 
     def _add_children(self, entity: dict[str, Any], context: ProcessingContext,
                       source: SourceRow, outcome: SourceOutcome) -> None:

@@ -128,6 +128,7 @@ def _load_demo(catalog: object) -> None:
 def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _redact(url: str) -> str:
@@ -138,4 +139,11 @@ def _redact(url: str) -> str:
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a problem the user can act on is one line on stderr and exit code 2."""
+    from pavedroad.core.errors import ProblemError
+
+    try:
+        app()
+    except ProblemError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise SystemExit(2) from None
