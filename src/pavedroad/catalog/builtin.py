@@ -57,13 +57,20 @@ class PlaceholderProcessor(EntityProcessor):
         return result if isinstance(result, dict) else entity
 
     def _resolve(self, value: Any, context: ProcessingContext) -> Any:
+        """The value with placeholders replaced; containers are changed in place."""
         if isinstance(value, list):
-            return [self._resolve(v, context) for v in value]
+            for index, item in enumerate(value):
+                if isinstance(item, dict | list):
+                    value[index] = self._resolve(item, context)
+            return value
         if not isinstance(value, dict):
             return value
         placeholder_keys = [k for k in value if isinstance(k, str) and k.startswith("$")]
         if not placeholder_keys:
-            return {k: self._resolve(v, context) for k, v in value.items()}
+            for key, item in value.items():
+                if isinstance(item, dict | list):
+                    value[key] = self._resolve(item, context)
+            return value
         key = placeholder_keys[0]
         target = value[key]
         # As Backstage does: anything that is not exactly one known placeholder with a

@@ -540,12 +540,13 @@ class Ingester:
             relations.extend({"originating_ref": processed.ref.key, "source_ref": r.source,
                               "type": r.type, "target_ref": r.target}
                              for r in processed.relations)
+        # Core inserts (executemany) skip the ORM's per-row bookkeeping.
         if new_rows:
-            session.execute(insert(EntityRow), new_rows)
+            session.execute(insert(EntityRow.__table__), new_rows)
         if searches:
-            session.execute(insert(SearchRow), searches)
+            session.execute(insert(SearchRow.__table__), searches)
         if relations:
-            session.execute(insert(RelationRow), relations)
+            session.execute(insert(RelationRow.__table__), relations)
 
     def _record_entity_errors(self, session: Session, outcome: SourceOutcome,
                               existing: dict[str, EntityRow]) -> None:

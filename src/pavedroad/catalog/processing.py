@@ -8,7 +8,6 @@ directions), and the result is written by :mod:`ingestion`.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +109,7 @@ class EntityPipeline:
     def __init__(self, kinds: list[KindSchema], processors: list[EntityProcessor]) -> None:
         self.kinds = kinds
         self.processors = processors
+        self._kind_checks = {id(k): validation.compile_schema_check(k.schema) for k in kinds}
 
     def kind_for(self, api_version: str, kind: str) -> KindSchema | None:
         return next((k for k in self.kinds if k.accepts(api_version, kind)), None)
@@ -126,7 +126,8 @@ class EntityPipeline:
                 f"Unsupported kind {entity['kind']!r} with apiVersion "
                 f"{entity['apiVersion']!r}; known kinds: {self.describe_kinds()}"
             ], str(ref))
-        errors = validation.schema_errors(kind.validator, entity)
+        errors = ([] if self._kind_checks[id(kind)](entity)
+                  else validation.schema_errors(kind.validator, entity))
         for processor in self.processors:
             errors.extend(processor.validate(entity))
         if errors:
@@ -134,8 +135,10 @@ class EntityPipeline:
         return ref
 
     def process(self, raw: dict[str, Any], context: ProcessingContext) -> ProcessedEntity:
-        """Preprocess, validate and relate one entity read from a location."""
-        entity = copy.deepcopy(raw)
+        """Preprocess, validate and relate one entity read from a location.
+
+        ``raw`` is the caller's own freshly parsed data; processors may change it."""
+        entity = raw
         if isinstance(entity, dict) and isinstance(entity.get("metadata"), dict):
             entity["metadata"].setdefault("namespace", DEFAULT_NAMESPACE)
         for processor in self.processors:

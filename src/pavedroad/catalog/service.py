@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -116,7 +117,7 @@ class CatalogService:
         if not isinstance(entity, dict):
             raise EntityValidationError(["an entity must be a mapping"])
         try:
-            processed = self.ingester.pipeline.process(entity, context)
+            processed = self.ingester.pipeline.process(copy.deepcopy(entity), context)
         except EntityValidationError:
             raise
         except ProblemError as exc:

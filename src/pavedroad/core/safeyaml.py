@@ -59,7 +59,8 @@ class YamlTooLargeError(YamlError, PayloadTooLargeError):
 
 @dataclass
 class YamlDocument:
-    """One document of a stream: its data, or the error that stopped it."""
+    """One document of a stream: its data, or the error that stopped it, and the line
+    where its content starts (or where the broken document begins)."""
 
     data: Any
     line: int
@@ -86,58 +87,49 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 
 def _check_shape(node: yaml.Node, source: str, limits: YamlLimits) -> None:
-    """Bound the expanded size, depth and alias count of a composed node graph.
+    """Bound the depth, alias count and expanded size of a composed node graph.
 
-    Aliases are shared node objects, so a node met twice is an alias use. Sizes are
-    memoised per node: a billion-laughs document is measured, not expanded.
+    Aliases are shared node objects, so a collection met twice is an alias use. Sizes
+    and heights are memoised per collection: a billion-laughs document is measured, not
+    expanded. Recursion stops at ``max_depth``, far below Python's own limit.
     """
-    size: dict[int, int] = {}
-    depth: dict[int, int] = {}
-    on_path: set[int] = set()
+    measured: dict[int, tuple[int, int]] = {}  # id -> (expanded size, height)
+    active: set[int] = set()
     aliases = 0
-    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
-    while stack:
-        current, children_done = stack.pop()
+
+    def measure(current: yaml.Node, depth: int) -> tuple[int, int]:
+        nonlocal aliases
+        if depth > limits.max_depth:
+            raise _node_error(f"nesting deeper than {limits.max_depth} levels", current, source)
+        if isinstance(current, yaml.ScalarNode):
+            return 1, 1
         key = id(current)
-        if children_done:
-            on_path.discard(key)
-            kids = _children(current)
-            size[key] = 1 + sum(size[id(k)] for k in kids)
-            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
-            if depth[key] > limits.max_depth:
-                raise _node_error(f"nesting deeper than {limits.max_depth} levels", current, source)
-            if size[key] > limits.max_nodes:
-                raise _node_error(
-                    f"document expands to more than {limits.max_nodes} nodes "
-                    "(alias expansion too large)", current, source)
-            continue
-        if key in on_path:
+        if key in active:
             raise _node_error("recursive alias", current, source)
-        if key in size:
+        if key in measured:
             aliases += 1
             if aliases > limits.max_aliases:
                 raise _node_error(f"more than {limits.max_aliases} aliases", current, source)
-            continue
-        on_path.add(key)
-        stack.append((current, True))
-        for child in _children(current):
-            cid = id(child)
-            if cid in on_path:
-                raise _node_error("recursive alias", child, source)
-            if cid in size:
-                aliases += 1
-                if aliases > limits.max_aliases:
-                    raise _node_error(f"more than {limits.max_aliases} aliases", child, source)
-            else:
-                stack.append((child, False))
+            size, height = measured[key]
+            if depth + height - 1 > limits.max_depth:
+                raise _node_error(f"nesting deeper than {limits.max_depth} levels", current, source)
+            return size, height
+        active.add(key)
+        children = ([n for pair in current.value for n in pair]
+                    if isinstance(current, yaml.MappingNode) else current.value)
+        size, height = 1, 1
+        for child in children:
+            child_size, child_height = measure(child, depth + 1)
+            size += child_size
+            height = max(height, child_height + 1)
+        if size > limits.max_nodes:
+            raise _node_error(f"document expands to more than {limits.max_nodes} nodes "
+                              "(alias expansion too large)", current, source)
+        active.discard(key)
+        measured[key] = (size, height)
+        return size, height
 
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
+    measure(node, 1)
 
 
 def _node_error(message: str, node: yaml.Node, source: str) -> YamlError:
@@ -181,14 +173,16 @@ def _split_documents(text: str) -> Iterator[tuple[int, str]]:
         yield first_line, chunk
 
 
-def _parse_chunk(chunk: str, first_line: int, source: str, limits: YamlLimits) -> Any:
+def _parse_chunk(chunk: str, first_line: int, source: str,
+                 limits: YamlLimits) -> tuple[Any, int] | None:
+    """One document's data and the line it starts on (None for an empty document)."""
     loader = _Loader("\n" * first_line + chunk)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
         _check_shape(node, source, limits)
-        return loader.construct_document(node)
+        return loader.construct_document(node), node.start_mark.line + 1
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = _describe(exc)
@@ -220,6 +214,10 @@ def load_documents(data: bytes | str, source: str = "<input>",
     """
     limits = limits or YamlLimits()
     text = _decode(data, source, limits)
+    try:
+        return _parse_stream(text, source, limits)
+    except YamlError:
+        pass  # find which documents are broken, and keep the others
     documents: list[YamlDocument] = []
     for first_line, chunk in _split_documents(text):
         try:
@@ -228,7 +226,26 @@ def load_documents(data: bytes | str, source: str = "<input>",
             documents.append(YamlDocument(None, first_line + 1, error))
             continue
         if parsed is not None:
-            documents.append(YamlDocument(parsed, first_line + 1))
+            documents.append(YamlDocument(*parsed))
+    return documents
+
+
+def _parse_stream(text: str, source: str, limits: YamlLimits) -> list[YamlDocument]:
+    """The fast path: the whole stream in one parser, when every document is valid."""
+    loader = _Loader(text)
+    documents = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            line = node.start_mark.line + 1
+            _check_shape(node, source, limits)
+            documents.append(YamlDocument(loader.construct_document(node), line))
+    except yaml.YAMLError:
+        raise YamlError("stream has an invalid document", source) from None
+    finally:
+        loader.dispose()
     return documents
 
 
