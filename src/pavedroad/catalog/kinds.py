@@ -9,6 +9,7 @@ from typing import Any
 from jsonschema import Draft7Validator
 
 BACKSTAGE_VERSIONS = ("backstage.io/v1alpha1", "backstage.io/v1beta1")
+TEMPLATE_VERSION = "scaffolder.backstage.io/v1beta3"
 PLATFORM_VERSION = "pavedroad.dev/v1alpha1"
 
 
@@ -56,6 +57,67 @@ _PROFILE = {
 }
 
 
+_PERMISSIONS = {
+    "type": "object",
+    "properties": {"tags": {"type": "array", "items": {"type": "string"}}},
+}
+_TEMPLATE_PARAMETERS = {"type": "object", "properties": {"backstage:permissions": _PERMISSIONS}}
+_CONDITION = {"type": ["string", "boolean"]}
+
+# plugins/scaffolder-common/src/Template.v1beta3.schema.json, rule for rule (descriptions
+# dropped). A step has no rule for ``each`` there, so any ``each`` value is accepted.
+_TEMPLATE_SPEC: dict[str, Any] = {
+    "type": _STRING,
+    "owner": _STRING,
+    "lifecycle": _STRING,
+    "parameters": {"oneOf": [
+        _TEMPLATE_PARAMETERS, {"type": "array", "items": _TEMPLATE_PARAMETERS},
+    ]},
+    "secrets": {"type": "object", "properties": {"schema": {"type": "object"}}},
+    "presentation": {"type": "object", "properties": {"buttonLabels": {
+        "type": "object",
+        "properties": {
+            "backButtonText": {"type": "string"},
+            "createButtonText": {"type": "string"},
+            "reviewButtonText": {"type": "string"},
+        },
+    }}},
+    "EXPERIMENTAL_recovery": {
+        "type": "object", "properties": {"EXPERIMENTAL_strategy": {"type": "string"}},
+    },
+    "EXPERIMENTAL_formDecorators": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"id": {"type": "string"}, "input": {"type": "object"}},
+    }},
+    "steps": {"type": "array", "items": {
+        "type": "object",
+        "required": ["action"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "action": {"type": "string"},
+            "input": {"type": "object"},
+            "if": _CONDITION,
+            "backstage:permissions": _PERMISSIONS,
+        },
+    }},
+    "output": {
+        "type": "object",
+        "properties": {
+            "links": {"type": "array", "items": {"type": "object", "properties": {
+                "if": _CONDITION, "url": _STRING, "entityRef": _STRING,
+                "title": _STRING, "icon": _STRING,
+            }}},
+            "text": {"type": "array", "items": {"type": "object", "properties": {
+                "if": _CONDITION, "title": _STRING, "icon": _STRING,
+                "content": {"type": "string"},
+            }}},
+        },
+        "additionalProperties": {"type": "string"},
+    },
+}
+
+
 def builtin_kinds() -> list[KindSchema]:
     """Backstage's built-in kinds with the rules of its ``*.v1alpha1.schema.json`` files."""
     v = BACKSTAGE_VERSIONS
@@ -90,30 +152,9 @@ def builtin_kinds() -> list[KindSchema]:
             "type": _STRING, "target": _STRING, "targets": _STRINGS,
             "presence": {"enum": ["required", "optional"]},
         }), "A pointer to more descriptor files."),
-        KindSchema("Template", ("scaffolder.backstage.io/v1beta3",), _spec_schema(
-            "Template", ("scaffolder.backstage.io/v1beta3",), ["type", "steps"], {
-                "type": _STRING,
-                "owner": _STRING,
-                "parameters": {"oneOf": [
-                    {"type": "object"}, {"type": "array", "items": {"type": "object"}},
-                ]},
-                "presentation": {"type": "object"},
-                "EXPERIMENTAL_formDecorators": {"type": "array"},
-                "steps": {"type": "array", "items": {
-                    "type": "object",
-                    "required": ["action"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "name": {"type": "string"},
-                        "action": {"type": "string"},
-                        "input": {"type": "object"},
-                        "if": {"type": ["string", "boolean"]},
-                        "each": {"type": ["string", "array"]},
-                        "backstage:permissions": {"type": "object"},
-                    },
-                }},
-                "output": {"type": "object", "additionalProperties": {"type": ["string", "object", "array"]}},
-            }), "A golden-path template for the scaffolder."),
+        KindSchema("Template", (TEMPLATE_VERSION,), _spec_schema(
+            "Template", (TEMPLATE_VERSION,), ["type", "steps"], _TEMPLATE_SPEC,
+        ), "A golden-path template for the scaffolder."),
     ]
 
 

@@ -7,6 +7,7 @@ A reference is compared case-insensitively; its string form is lower-cased
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pavedroad.core.errors import InputError
@@ -26,12 +27,12 @@ class EntityRef:
     name: str
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.namespace}/{self.name}".lower()
+        return self.key
 
-    @property
+    @cached_property
     def key(self) -> str:
         """The lower-cased string form, used for identity and storage."""
-        return str(self)
+        return f"{self.kind}:{self.namespace}/{self.name}".lower()
 
     def display(self, default_kind: str | None = None, default_namespace: str = DEFAULT_NAMESPACE) -> str:
         """The shortest string that still parses back to this ref in that context."""
@@ -55,14 +56,18 @@ def parse_ref(
     default_kind: str | None = None,
     default_namespace: str = DEFAULT_NAMESPACE,
 ) -> EntityRef:
-    """Parse a reference string (or ``{kind, namespace, name}`` mapping).
+    """Parse a reference string (or ``{kind, namespace, name}`` mapping), as Backstage's
+    ``parseEntityRef`` (``packages/catalog-model/src/entity/ref.ts``) does.
 
+    Defaults fill in only parts that are absent (``None``): an empty kind or namespace in a
+    mapping is an error, not a default. An empty ``default_namespace`` means ``default``.
     Raises :class:`EntityRefError` when the kind is missing and has no default, or when
     a part is empty.
     """
+    default_namespace = default_namespace or DEFAULT_NAMESPACE
     if isinstance(ref, dict):
-        kind = ref.get("kind") or default_kind
-        namespace = ref.get("namespace") or default_namespace
+        kind = _given(ref.get("kind"), default_kind)
+        namespace = _given(ref.get("namespace"), default_namespace)
         name = ref.get("name")
         if not isinstance(name, str) or not name:
             raise EntityRefError(f"Entity reference {ref!r} had missing or empty name")
@@ -75,6 +80,11 @@ def parse_ref(
     if not namespace:
         raise EntityRefError(f'Entity reference "{ref}" had missing or empty namespace')
     return EntityRef(str(kind), str(namespace), str(name))
+
+
+def _given(value: Any, default: str | None) -> Any:
+    """JavaScript's ``value ?? default``: only an absent value takes the default."""
+    return default if value is None else value
 
 
 def _split(ref: str, default_kind: str | None, default_namespace: str) -> tuple[str | None, str, str]:
