@@ -62,6 +62,7 @@ SOURCE_LOCATION = "backstage.io/source-location"
 LEASE = timedelta(minutes=5)
 GLOB_CHARS = set("*?[")
 PROVIDER_TYPE = "provider"
+MAX_SOURCE_KEY = 2048  # the width of the stored source key columns
 
 
 def generated_location_name(type_: str, target: str) -> str:
@@ -141,6 +142,8 @@ class Ingester:
     def normalise_target(self, type_: str, target: str) -> str:
         if not isinstance(target, str) or not target.strip():
             raise InputError("a location needs a non-empty target")
+        if len(target) > MAX_SOURCE_KEY - 10:
+            raise InputError(f"a location target must be shorter than {MAX_SOURCE_KEY - 10} characters")
         if "\x00" in target or any(ord(c) < 32 for c in target):
             raise InputError("a location target cannot contain control characters")
         if type_ == PROVIDER_TYPE:
@@ -421,6 +424,8 @@ class Ingester:
                           self.settings.catalog.allow_private_network)
             for expanded in self._expand(child_type, target):
                 key = f"{child_type}:{expanded}"
+                if len(key) > MAX_SOURCE_KEY:
+                    raise InputError(f"Location target is longer than {MAX_SOURCE_KEY} characters")
                 if key in ancestors:
                     chain = " → ".join([*reversed(sorted(ancestors, key=ancestors.get)), key])  # type: ignore[arg-type]
                     raise InputError(f"Location cycle: {chain}")

@@ -19,6 +19,9 @@ from pavedroad.core.errors import InputError
 from pavedroad.settings import Settings
 
 
+MAX_REF_LENGTH = 400  # the width of the stored ref columns
+
+
 class EntityValidationError(InputError):
     """An entity that breaks a rule; ``errors`` lists every broken rule."""
 
@@ -151,6 +154,8 @@ class EntityPipeline:
                 relations.extend(processor.relations(entity, ref))
             except EntityRefError as exc:
                 errors.append(exc.detail)
+        errors.extend(f"relation target {r.target[:80]}... is longer than {MAX_REF_LENGTH} characters"
+                      for r in relations if len(r.target) > MAX_REF_LENGTH)
         if errors:
             raise EntityValidationError(errors, str(ref))
         return ProcessedEntity(entity, ref, _unique(relations))
