@@ -23,6 +23,7 @@ from pavedroad.catalog.processing import (
 from pavedroad.catalog.refs import EntityRef, parse_ref
 from pavedroad.core import outbound
 from pavedroad.core.errors import InputError, NotFoundError
+from pavedroad.core.paths import contained_path
 from pavedroad.core.hookspecs import hookimpl
 from pavedroad.core.safeyaml import YamlLimits, load_document
 from pavedroad.settings import Settings
@@ -179,6 +180,12 @@ class FileReader(LocationReader):
         if relative.startswith(("http://", "https://")):
             return relative
         return os.path.normpath(os.path.join(os.path.dirname(base_target), relative))
+
+    def resolve_placeholder(self, base_target: str, relative: str) -> str:
+        """Placeholders may only read files in the descriptor's folder or below it."""
+        if relative.startswith(("http://", "https://")):
+            return relative
+        return str(contained_path(Path(base_target).parent, relative))
 
 
 class UrlReader(LocationReader):

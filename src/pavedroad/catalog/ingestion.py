@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -48,6 +47,7 @@ from pavedroad.catalog.refs import EntityRef
 from pavedroad.catalog.search_index import full_text, search_rows
 from pavedroad.core.db import Database
 from pavedroad.core.errors import ConflictError, InputError, NotFoundError, ProblemError
+from pavedroad.core.ids import new_id
 from pavedroad.core.safeyaml import YamlError, YamlLimits, load_documents
 from pavedroad.core.timeutil import utcnow
 from pavedroad.settings import Settings
@@ -176,7 +176,7 @@ class Ingester:
             if existing is not None:
                 raise ConflictError(f"Location {type_}:{target} already exists",
                                     locationId=existing.id)
-            row = LocationRow(id=str(uuid.uuid4()), type=type_, target=target, origin=origin,
+            row = LocationRow(id=new_id(), type=type_, target=target, origin=origin,
                               created_by=created_by, created_at=utcnow())
             session.add(row)
             session.flush()
@@ -346,7 +346,7 @@ class Ingester:
 
         def read_relative(relative: str) -> bytes:
             outcome.used_placeholders = True
-            target = reader.resolve(source_target, relative)
+            target = reader.resolve_placeholder(source_target, relative)
             chosen = self.readers["url"] if target.startswith(("http://", "https://")) else reader
             return chosen.read(target)
 
@@ -524,7 +524,7 @@ class Ingester:
         searches: list[dict[str, Any]] = []
         relations: list[dict[str, Any]] = []
         for processed, row, digest in changed:
-            uid = row.uid if row is not None else str(uuid.uuid4())
+            uid = row.uid if row is not None else new_id()
             entity = processed.entity
             entity["metadata"]["uid"] = uid
             entity["metadata"]["etag"] = hashlib.sha1(f"{uid}{digest}".encode()).hexdigest()

@@ -44,7 +44,7 @@ def check_files(paths: list[Path], settings: Settings | None = None) -> list[Fil
             continue
 
         def read_relative(relative: str, base: str = absolute) -> bytes:
-            return reader.read(reader.resolve(base, relative))
+            return reader.read(reader.resolve_placeholder(base, relative))
 
         context = ProcessingContext("file", absolute, read_relative, settings)
         for document in documents:

@@ -89,6 +89,11 @@ class LocationReader:
         """The target a relative reference in ``base_target`` points at."""
         raise NotImplementedError
 
+    def resolve_placeholder(self, base_target: str, relative: str) -> str:
+        """The target of a ``$text``/``$json``/``$yaml`` placeholder; readers refuse
+        targets a descriptor must not reach (e.g. files outside its folder)."""
+        return self.resolve(base_target, relative)
+
 
 class EntityProvider:
     """Supplies a whole set of entities on each refresh (e.g. from an HR system)."""

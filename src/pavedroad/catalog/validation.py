@@ -103,9 +103,14 @@ def is_valid_tag(value: Any) -> bool:
     return isinstance(value, str) and 1 <= len(value) <= 63 and _full(_TAG, value)
 
 
+# What JavaScript's String.prototype.trim() removes (WhiteSpace and LineTerminator).
+_JS_WHITESPACE = ("\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+                  "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff")
+
+
 def is_valid_string(value: Any) -> bool:
-    """CommonValidatorFunctions.isValidString: a string that is not blank."""
-    return isinstance(value, str) and len(value.strip()) >= 1
+    """CommonValidatorFunctions.isValidString: a string that is not blank once trimmed."""
+    return isinstance(value, str) and len(value.strip(_JS_WHITESPACE)) >= 1
 
 
 # --- CommonValidatorFunctions.isValidUrl: does ``new URL(value)`` (WHATWG) accept it? ---
@@ -152,6 +157,8 @@ def _valid_file_rest(rest: str) -> bool:
 
 def _valid_authority(authority: str, special: bool) -> bool:
     hostport = authority.rpartition("@")[2]
+    if hostport.startswith(":") or (hostport == "" and "@" in authority):
+        return False
     if hostport.startswith("["):
         address, bracket, port = hostport[1:].partition("]")
         if not bracket or (port and not port.startswith(":")):
@@ -179,9 +186,9 @@ def _valid_ipv6(address: str) -> bool:
 
 def _valid_domain(host: str) -> bool:
     try:
-        domain = unquote(host, errors="strict").lower()
-        if not domain.isascii():
-            domain = domain.encode("idna").decode("ascii")
+        domain = ".".join(label if label.isascii() else label.encode("idna").decode("ascii")
+                          for label in re.split(r"[.\u3002\uff0e\uff61]",
+                                                unquote(host, errors="strict").lower()))
     except (UnicodeError, ValueError):
         return False
     if not domain or set(domain) & _FORBIDDEN_DOMAIN:
@@ -208,8 +215,8 @@ def _valid_ipv4_if_numeric(domain: str) -> bool:
 def _ipv4_number(part: str) -> int | None:
     if re.fullmatch(r"0[xX][0-9A-Fa-f]*", part):
         return int(part[2:] or "0", 16)
-    if re.fullmatch(r"0[0-7]+", part):
-        return int(part, 8)
+    if part.startswith("0") and len(part) > 1:
+        return int(part, 8) if re.fullmatch(r"[0-7]+", part) else None
     if re.fullmatch(r"[0-9]+", part):
         return int(part)
     return None

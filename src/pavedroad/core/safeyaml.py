@@ -68,22 +68,55 @@ class YamlDocument:
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """Safe loading with YAML 1.2's core schema (as Backstage reads catalog files):
+    only ``true``/``false`` are booleans, dates stay strings, ``<<`` is an ordinary key,
+    mapping keys are strings, and duplicate keys are refused."""
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-            except TypeError:
+            if isinstance(key, dict | list):
                 raise yaml.constructor.ConstructorError(
-                    None, None, "mapping keys must be scalars", key_node.start_mark
-                ) from None
-            if duplicate:
+                    None, None, "mapping keys must be scalars", key_node.start_mark)
+            key = _key_text(key)
+            if key in result:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            result[key] = self.construct_object(value_node, deep=deep)
+        return result
+
+    def construct_core_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        sign = -1 if text.startswith("-") else 1
+        digits = text.lstrip("+-")
+        if digits.startswith("0o"):
+            return sign * int(digits[2:], 8)
+        if digits.startswith("0x"):
+            return sign * int(digits[2:], 16)
+        return sign * int(digits, 10)
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    return key if isinstance(key, str) else str(key)
+
+
+_Loader.yaml_implicit_resolvers = {}
+_CORE_SCHEMA = [
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("tag:yaml.org,2002:float",
+     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+0123456789."),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+]
+for _tag, _pattern, _first in _CORE_SCHEMA:
+    _Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_core_int)
 
 
 def _check_shape(node: yaml.Node, source: str, limits: YamlLimits) -> None:
@@ -95,15 +128,21 @@ def _check_shape(node: yaml.Node, source: str, limits: YamlLimits) -> None:
     """
     measured: dict[int, tuple[int, int]] = {}  # id -> (expanded size, height)
     active: set[int] = set()
+    scalars: set[int] = set()
     aliases = 0
 
     def measure(current: yaml.Node, depth: int) -> tuple[int, int]:
         nonlocal aliases
         if depth > limits.max_depth:
             raise _node_error(f"nesting deeper than {limits.max_depth} levels", current, source)
-        if isinstance(current, yaml.ScalarNode):
-            return 1, 1
         key = id(current)
+        if isinstance(current, yaml.ScalarNode):
+            if key in scalars:
+                aliases += 1
+                if aliases > limits.max_aliases:
+                    raise _node_error(f"more than {limits.max_aliases} aliases", current, source)
+            scalars.add(key)
+            return 1, 1
         if key in active:
             raise _node_error("recursive alias", current, source)
         if key in measured:
@@ -225,7 +264,7 @@ def load_documents(data: bytes | str, source: str = "<input>",
         except YamlError as error:
             documents.append(YamlDocument(None, first_line + 1, error))
             continue
-        if parsed is not None:
+        if parsed is not None and parsed[0] is not None:
             documents.append(YamlDocument(*parsed))
     return documents
 
@@ -239,9 +278,10 @@ def _parse_stream(text: str, source: str, limits: YamlLimits) -> list[YamlDocume
             node = loader.get_node()
             if node is None:
                 continue
-            line = node.start_mark.line + 1
             _check_shape(node, source, limits)
-            documents.append(YamlDocument(loader.construct_document(node), line))
+            data = loader.construct_document(node)
+            if data is not None:  # empty documents are skipped, as Backstage does
+                documents.append(YamlDocument(data, node.start_mark.line + 1))
     except yaml.YAMLError:
         raise YamlError("stream has an invalid document", source) from None
     finally:
