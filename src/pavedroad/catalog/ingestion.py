@@ -45,7 +45,7 @@ from pavedroad.catalog.processing import (
 )
 from pavedroad.catalog.refs import EntityRef
 from pavedroad.catalog.search_index import full_text, search_rows
-from pavedroad.core.db import Database
+from pavedroad.core.db import Database, bulk_insert
 from pavedroad.core.errors import ConflictError, InputError, NotFoundError, ProblemError
 from pavedroad.core.ids import new_id
 from pavedroad.core.safeyaml import YamlError, YamlLimits, load_documents
@@ -63,6 +63,7 @@ LEASE = timedelta(minutes=5)
 GLOB_CHARS = set("*?[")
 PROVIDER_TYPE = "provider"
 MAX_SOURCE_KEY = 2048  # the width of the stored source key columns
+WRITE_BATCH_ENTITIES = 2000
 
 
 def generated_location_name(type_: str, target: str) -> str:
@@ -223,10 +224,27 @@ class Ingester:
             return session.execute(statement).rowcount  # type: ignore[attr-defined, no-any-return]
 
     def refresh_due(self, limit: int = 50, location_id: str | None = None) -> RefreshReport:
-        """Process up to ``limit`` sources that are due, each claimed with a lease."""
+        """Process up to ``limit`` sources that are due, each claimed with a lease.
+
+        Sources are read one by one and written in batches of about
+        ``WRITE_BATCH_ENTITIES`` entities per transaction: fewer, larger commits write each
+        index page once instead of once per source.
+        """
         report = RefreshReport()
+        batch: list[tuple[SourceRow, LocationRow, SourceOutcome]] = []
+        size = 0
         for key in self._claim_due(limit, location_id):
-            report.add(self.process_source(key))
+            loaded = self._load(key)
+            if loaded is None:
+                continue
+            outcome = self._read_and_process(*loaded)
+            batch.append((*loaded, outcome))
+            size += len(outcome.entities)
+            if size >= WRITE_BATCH_ENTITIES:
+                report.add(self._write(batch))
+                batch, size = [], 0
+        if batch:
+            report.add(self._write(batch))
         return report
 
     def run_until_idle(self, max_rounds: int = 10_000, location_id: str | None = None,
@@ -266,13 +284,16 @@ class Ingester:
 
     def process_source(self, key: str) -> RefreshReport:
         """Read one source, process its documents and write what changed."""
+        loaded = self._load(key)
+        if loaded is None:
+            return RefreshReport()
+        return self._write([(*loaded, self._read_and_process(*loaded))])
+
+    def _load(self, key: str) -> tuple[SourceRow, LocationRow] | None:
         with self.db.read_session() as session:
             source = session.get(SourceRow, key)
             location = session.get(LocationRow, source.location_id) if source else None
-        if source is None or location is None:
-            return RefreshReport()
-        outcome = self._read_and_process(source, location)
-        return self._write(source, location, outcome)
+        return (source, location) if source is not None and location is not None else None
 
     # -- reading -----------------------------------------------------------------
 
@@ -448,27 +469,39 @@ class Ingester:
 
     # -- writing -----------------------------------------------------------------
 
-    def _write(self, source: SourceRow, location: LocationRow,
-               outcome: SourceOutcome) -> RefreshReport:
-        report = RefreshReport(sources=1, errors=len(outcome.errors))
+    def _write(self, batch: list[tuple[SourceRow, LocationRow, SourceOutcome]]) -> RefreshReport:
+        """Write the outcomes of several sources in one transaction."""
+        report = RefreshReport()
+        with self.db.session() as session:
+            changed = False
+            for source, location, outcome in batch:
+                changed |= self._write_source(session, source, location, outcome, report)
+            if changed:
+                _bump_generation(session)
+        return report
+
+    def _write_source(self, session: Session, source: SourceRow, location: LocationRow,
+                      outcome: SourceOutcome, report: RefreshReport) -> bool:
+        """Reconcile one source's outcome; True when anything visible changed."""
+        before = (report.written, report.orphaned)
+        report.sources += 1
+        report.errors += len(outcome.errors)
         now = utcnow()
         jitter = self.interval * random.uniform(0.8, 1.2)
         source_values: dict[str, Any] = {
             "next_refresh_at": now + timedelta(seconds=jitter), "lease_until": None,
             "refreshed_at": now,
-            "errors": [e.as_dict(source.key) for e in outcome.errors],
         }
         unchanged_content = (outcome.content_hash is not None
                              and outcome.content_hash == source.content_hash)
-        with self.db.session() as session:
-            if not outcome.unreadable and not unchanged_content:
-                self._reconcile(session, source, location, outcome, report, now)
-                source_values["content_hash"] = (
-                    None if outcome.used_placeholders or outcome.errors else outcome.content_hash)
-            session.execute(update(SourceRow).where(SourceRow.key == source.key).values(**source_values))
-            if report.written or report.orphaned or outcome.errors or not unchanged_content:
-                _bump_generation(session)
-        return report
+        if not outcome.unreadable and not unchanged_content:
+            self._reconcile(session, source, location, outcome, report, now)
+            source_values["content_hash"] = (
+                None if outcome.used_placeholders or outcome.errors else outcome.content_hash)
+        source_values["errors"] = [e.as_dict(source.key) for e in outcome.errors]
+        session.execute(update(SourceRow).where(SourceRow.key == source.key).values(**source_values))
+        return (report.written, report.orphaned) != before or bool(outcome.errors) \
+            or not unchanged_content
 
     def _reconcile(self, session: Session, source: SourceRow, location: LocationRow,
                    outcome: SourceOutcome, report: RefreshReport, now: Any) -> None:
@@ -545,13 +578,10 @@ class Ingester:
             relations.extend({"originating_ref": processed.ref.key, "source_ref": r.source,
                               "type": r.type, "target_ref": r.target}
                              for r in processed.relations)
-        # Core inserts (executemany) skip the ORM's per-row bookkeeping.
         if new_rows:
             session.execute(insert(EntityRow.__table__), new_rows)
-        if searches:
-            session.execute(insert(SearchRow.__table__), searches)
-        if relations:
-            session.execute(insert(RelationRow.__table__), relations)
+        bulk_insert(session, SearchRow.__table__, searches)
+        bulk_insert(session, RelationRow.__table__, relations)
 
     def _record_entity_errors(self, session: Session, outcome: SourceOutcome,
                               existing: dict[str, EntityRow]) -> None:

@@ -187,6 +187,12 @@ def _has_value(key: str, values: list[str] | None, prefix: str | None = None) ->
         if prefix is not None:
             relation = relation.where(RelationRow.target_ref.like(_like_prefix(prefix), escape="\\"))
         return EntityRow.entity_ref.in_(relation)
+    if key == "metadata.uid":
+        column = EntityRow.uid
+        if values is None and prefix is None:
+            return true()
+        return column.in_(values) if values is not None else func.lower(column).like(
+            _like_prefix(prefix or ""), escape="\\")
     search = select(SearchRow.entity_uid).where(SearchRow.key == key)
     if values is not None:
         search = search.where(SearchRow.value.in_(values))

@@ -20,12 +20,17 @@ FULL_TEXT_FIELDS = (
 )
 
 
+# Filters on these read the entities table itself; indexing them would only add rows.
+NOT_INDEXED = frozenset({"metadata.uid", "metadata.etag"})
+
+
 def search_rows(entity: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
     """(key, value, original value) rows for one entity."""
     rows = [
         (key, None if value is None else value.lower(), value)
         for key, value in _flatten(entity, "")
         if len(key) <= MAX_KEY_LENGTH and (value is None or len(value) <= MAX_VALUE_LENGTH)
+        and key not in NOT_INDEXED
     ]
     return list(dict.fromkeys(rows))
 

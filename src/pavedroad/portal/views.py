@@ -1,12 +1,80 @@
-"""The portal's shell: layout, navigation, static assets and the home page."""
+"""The portal's shell: layout, navigation, static assets, the home page and the
+HTML 404 page browsers get instead of problem+json."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+import inspect
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pavedroad.catalog import portal_data
+from pavedroad.catalog import views as catalog_views
+from pavedroad.catalog.service import CatalogService
+from pavedroad.portal.templating import render, templates
+
+STATIC_DIR = Path(__file__).parent / "static"
+RECENT_LIMIT = 8
+PRECOMPILED = ("portal/home.html", "portal/not_found.html", "catalog/list.html",
+               "catalog/entity.html", "catalog/locations.html")
+
+# Paths whose errors stay machine-readable whatever the client accepts.
+_API_PREFIXES = ("/api/", "/healthz", "/metrics", "/static/")
 
 
 def mount_portal(app: FastAPI) -> None:
+    """Add the portal's pages, its static files and its browser-facing 404 page."""
+    app.include_router(catalog_views.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
     @app.get("/", include_in_schema=False)
-    def home() -> RedirectResponse:
-        return RedirectResponse("/catalog")
+    def home(request: Request) -> Response:
+        return home_page(request, request.app.state.catalog)
+
+    _install_html_not_found(app)
+    # Compile the main pages now rather than in the first visitor's request.
+    for name in PRECOMPILED:
+        templates.env.get_template(name)
+
+
+def home_page(request: Request, service: CatalogService) -> Response:
+    with service.reader() as reader:
+        at = portal_data.generation(reader)
+        total = portal_data.memo.get(reader, at, "total",
+                                     lambda: portal_data.entity_total(reader.session))
+        kinds = portal_data.facet_counter.counts(
+            reader, at, portal_data.FacetScope(), ["kind"])["kind"]
+        recent = portal_data.memo.get(reader, at, "recent", lambda: portal_data.recent_entities(
+            reader.session, RECENT_LIMIT)) if total else []
+        summary = portal_data.memo.get(reader, at, "summary", reader.processing_summary)
+    kinds = sorted(kinds, key=lambda k: (-k["count"], str(k["value"]).lower()))
+    return render(request, "portal/home.html", {
+        "title": "Home", "total": total, "kinds": kinds, "recent": recent, "summary": summary})
+
+
+def _install_html_not_found(app: FastAPI) -> None:
+    """Browsers asking for a page that does not exist get a page, not JSON."""
+    fallback = app.exception_handlers.get(StarletteHTTPException)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        if (isinstance(exc, StarletteHTTPException) and exc.status_code == 404
+                and request.method in ("GET", "HEAD") and _wants_html(request)):
+            return render(request, "portal/not_found.html", {
+                "title": "Not found", "message": f"There is no page at {request.url.path}.",
+                "hint": "The link may be old, or the address mistyped."}, status_code=404)
+        if fallback is None:
+            raise exc
+        response = fallback(request, exc)
+        return await response if inspect.isawaitable(response) else response
+
+    app.add_exception_handler(StarletteHTTPException, not_found)
+
+
+def _wants_html(request: Request) -> bool:
+    path = request.url.path
+    if path.startswith(_API_PREFIXES) or path in ("/api", "/healthz", "/metrics"):
+        return False
+    return "text/html" in request.headers.get("accept", "")
