@@ -44,6 +44,9 @@ class CatalogSettings(BaseModel):
     allow_private_network: bool = False
     allowed_location_types: list[str] = Field(default_factory=lambda: ["url", "file"])
     anonymous_read: bool = True
+    # Worker processes that read and validate while the main process writes, when a
+    # refresh has many sources due (0 reads in the main process only).
+    ingest_processes: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=0, le=64)
 
 
 class YamlLimits(BaseModel):

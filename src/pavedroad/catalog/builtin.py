@@ -23,8 +23,8 @@ from pavedroad.catalog.processing import (
 from pavedroad.catalog.refs import EntityRef, parse_ref
 from pavedroad.core import outbound
 from pavedroad.core.errors import InputError, NotFoundError
-from pavedroad.core.paths import contained_path
 from pavedroad.core.hookspecs import hookimpl
+from pavedroad.core.paths import contained_path
 from pavedroad.core.safeyaml import YamlLimits, load_document
 from pavedroad.settings import Settings
 

@@ -11,15 +11,15 @@ producing become orphans (or are deleted, by the orphan strategy).
 
 from __future__ import annotations
 
-import fnmatch
-import glob
 import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
+from multiprocessing import get_context
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
@@ -33,79 +33,38 @@ from pavedroad.catalog.models import (
     SearchRow,
     SourceRow,
 )
-from pavedroad.catalog.processing import (
-    EntityPipeline,
-    EntityValidationError,
-    LocationReader,
-    ProcessedEntity,
-    ProcessingContext,
-    build_pipeline,
-    build_providers,
-    build_readers,
+from pavedroad.catalog.processing import EntityPipeline, LocationReader
+from pavedroad.catalog.reading import (  # the names other modules know ingestion by
+    MANAGED_BY,
+    MANAGED_BY_ORIGIN,
+    MAX_SOURCE_KEY,
+    PROVIDER_TYPE,
+    ROOT_PREFIX,
+    SOURCE_LOCATION,
+    DocumentError,
+    PreparedEntity,
+    SourceOutcome,
+    SourceReader,
+    SourceTask,
+    generated_location_name,
+    init_worker,
+    read_in_worker,
 )
-from pavedroad.catalog.refs import EntityRef
-from pavedroad.catalog.search_index import full_text, search_rows
 from pavedroad.core.db import Database, bulk_insert
-from pavedroad.core.errors import ConflictError, InputError, NotFoundError, ProblemError
+from pavedroad.core.errors import ConflictError, InputError, NotFoundError
 from pavedroad.core.ids import new_id
-from pavedroad.core.safeyaml import YamlError, YamlLimits, load_documents
 from pavedroad.core.timeutil import utcnow
 from pavedroad.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ROOT_PREFIX = "root:"
+__all__ = ["MANAGED_BY", "MANAGED_BY_ORIGIN", "ORPHAN_ANNOTATION", "SOURCE_LOCATION",
+           "Ingester", "RefreshReport", "generated_location_name"]
+
 ORPHAN_ANNOTATION = "backstage.io/orphan"
-MANAGED_BY = "backstage.io/managed-by-location"
-MANAGED_BY_ORIGIN = "backstage.io/managed-by-origin-location"
-SOURCE_LOCATION = "backstage.io/source-location"
 LEASE = timedelta(minutes=5)
-GLOB_CHARS = set("*?[")
-PROVIDER_TYPE = "provider"
-MAX_SOURCE_KEY = 2048  # the width of the stored source key columns
 WRITE_BATCH_ENTITIES = 2000
-
-
-def generated_location_name(type_: str, target: str) -> str:
-    return "generated-" + hashlib.sha1(f"{type_}:{target}".encode()).hexdigest()
-
-
-def entity_hash(entity: dict[str, Any], relations: list[Any]) -> str:
-    payload = json.dumps([entity, [(r.source, r.type, r.target) for r in relations]],
-                         sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-@dataclass
-class DocumentError:
-    message: str
-    line: int | None = None
-    entity_ref: str | None = None
-
-    def as_dict(self, source: str) -> dict[str, Any]:
-        return {"message": self.message, "source": source, "line": self.line,
-                "entityRef": self.entity_ref}
-
-
-@dataclass
-class ChildSource:
-    key: str
-    presence: str
-    parent_entity_ref: str
-
-
-@dataclass
-class SourceOutcome:
-    """What one pass over a source produced."""
-
-    entities: list[ProcessedEntity] = field(default_factory=list)
-    errors: list[DocumentError] = field(default_factory=list)
-    children: dict[str, ChildSource] = field(default_factory=dict)
-    failed_refs: set[str] = field(default_factory=set)
-    unreadable: bool = False
-    unparseable: bool = False
-    used_placeholders: bool = False
-    content_hash: str | None = None
+PARALLEL_MIN_SOURCES = 50  # below this, worker processes cost more than they save
 
 
 @dataclass
@@ -132,10 +91,10 @@ class Ingester:
                  readers: dict[str, LocationReader] | None = None) -> None:
         self.db = db
         self.settings = settings
-        self.pipeline = pipeline or build_pipeline(settings)
-        self.readers = readers or build_readers(settings)
-        self.providers = build_providers(settings)
-        self.limits = YamlLimits(**settings.yaml.model_dump())
+        self.reader = SourceReader(settings, pipeline, readers)
+        self.pipeline = self.reader.pipeline
+        self.readers = self.reader.readers
+        self.providers = self.reader.providers
         self.interval = settings.catalog.refresh_interval_seconds
 
     # -- locations ---------------------------------------------------------------
@@ -223,22 +182,23 @@ class Ingester:
                 statement = statement.where(SourceRow.key == source_key)
             return session.execute(statement).rowcount  # type: ignore[attr-defined, no-any-return]
 
-    def refresh_due(self, limit: int = 50, location_id: str | None = None) -> RefreshReport:
+    def refresh_due(self, limit: int = 50, location_id: str | None = None,
+                    pool: Executor | None = None) -> RefreshReport:
         """Process up to ``limit`` sources that are due, each claimed with a lease.
 
-        Sources are read one by one and written in batches of about
-        ``WRITE_BATCH_ENTITIES`` entities per transaction: fewer, larger commits write each
-        index page once instead of once per source.
+        Sources are read (in ``pool``'s worker processes when given, so reading overlaps
+        writing) and written in batches of about ``WRITE_BATCH_ENTITIES`` entities per
+        transaction: fewer, larger commits write each index page once, not once per source.
         """
+        loaded = [item for item in map(self._load, self._claim_due(limit, location_id)) if item]
+        tasks = [self._task(source, location) for source, location in loaded]
+        outcomes: Iterable[SourceOutcome] = (
+            pool.map(read_in_worker, tasks, chunksize=1) if pool else map(self.reader.read, tasks))
         report = RefreshReport()
         batch: list[tuple[SourceRow, LocationRow, SourceOutcome]] = []
         size = 0
-        for key in self._claim_due(limit, location_id):
-            loaded = self._load(key)
-            if loaded is None:
-                continue
-            outcome = self._read_and_process(*loaded)
-            batch.append((*loaded, outcome))
+        for (source, location), outcome in zip(loaded, outcomes, strict=True):
+            batch.append((source, location, outcome))
             size += len(outcome.entities)
             if size >= WRITE_BATCH_ENTITIES:
                 report.add(self._write(batch))
@@ -248,17 +208,41 @@ class Ingester:
         return report
 
     def run_until_idle(self, max_rounds: int = 10_000, location_id: str | None = None,
-                       progress: Callable[[RefreshReport], None] | None = None) -> RefreshReport:
-        """Refresh until nothing is due (children found on the way included)."""
+                       progress: Callable[[RefreshReport], None] | None = None,
+                       processes: int | None = None) -> RefreshReport:
+        """Refresh until nothing is due (children found on the way included).
+
+        With many sources due, reading runs in ``processes`` worker processes (default:
+        ``catalog.ingest_processes``); plugins are then loaded in each worker from their
+        entry points.
+        """
+        processes = self.settings.catalog.ingest_processes if processes is None else processes
         total = RefreshReport()
-        for _ in range(max_rounds):
-            report = self.refresh_due(location_id=location_id)
-            if report.sources == 0:
-                break
-            total.add(report)
-            if progress:
-                progress(total)
+        pool: ProcessPoolExecutor | None = None
+        try:
+            for _ in range(max_rounds):
+                if pool is None and processes > 0 and self._due_count(location_id) >= PARALLEL_MIN_SOURCES:
+                    pool = ProcessPoolExecutor(processes, mp_context=get_context("spawn"),
+                                               initializer=init_worker, initargs=(self.settings,))
+                report = self.refresh_due(limit=200 if pool else 50, location_id=location_id,
+                                          pool=pool)
+                if report.sources == 0:
+                    break
+                total.add(report)
+                if progress:
+                    progress(total)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         return total
+
+    def _due_count(self, location_id: str | None) -> int:
+        with self.db.read_session() as session:
+            statement = select(func.count()).select_from(SourceRow).where(
+                SourceRow.next_refresh_at <= utcnow())
+            if location_id:
+                statement = statement.where(SourceRow.location_id == location_id)
+            return session.scalar(statement) or 0
 
     def _claim_due(self, limit: int, location_id: str | None = None) -> list[str]:
         now = utcnow()
@@ -287,7 +271,8 @@ class Ingester:
         loaded = self._load(key)
         if loaded is None:
             return RefreshReport()
-        return self._write([(*loaded, self._read_and_process(*loaded))])
+        source, location = loaded
+        return self._write([(source, location, self.reader.read(self._task(source, location)))])
 
     def _load(self, key: str) -> tuple[SourceRow, LocationRow] | None:
         with self.db.read_session() as session:
@@ -295,177 +280,22 @@ class Ingester:
             location = session.get(LocationRow, source.location_id) if source else None
         return (source, location) if source is not None and location is not None else None
 
-    # -- reading -----------------------------------------------------------------
+    def _task(self, source: SourceRow, location: LocationRow) -> SourceTask:
+        return SourceTask(key=source.key, presence=source.presence,
+                          content_hash=source.content_hash, location_type=location.type,
+                          location_target=location.target, ancestors=self._ancestors(source))
 
-    def _read_and_process(self, source: SourceRow, location: LocationRow) -> SourceOutcome:
-        outcome = SourceOutcome()
-        if source.key.startswith(ROOT_PREFIX) and location.type == PROVIDER_TYPE:
-            try:
-                provided = self.providers[location.target].provide()
-            except Exception as exc:  # a plugin's failure is its location's error, not ours
-                outcome.unreadable = True
-                outcome.errors.append(DocumentError(f"Provider {location.target} failed: {exc}"))
-                return outcome
-            documents = [(entity, None) for entity in provided]
-            source_type, source_target = PROVIDER_TYPE, location.target
-        elif source.key.startswith(ROOT_PREFIX):
-            documents = [(self._generated_location(location), 1)]
-            source_type, source_target = location.type, location.target
-        else:
-            source_type, source_target = source.key.split(":", 1)
-            try:
-                content = self.readers[source_type].read(source_target)
-            except NotFoundError as exc:
-                if source.presence == "optional":
-                    outcome.content_hash = "absent"
-                    return outcome
-                outcome.unreadable = True
-                outcome.errors.append(DocumentError(f"Unable to read {source.key}: {exc.detail}"))
-                return outcome
-            except (ProblemError, OSError) as exc:
-                outcome.unreadable = True
-                outcome.errors.append(DocumentError(f"Unable to read {source.key}: {_message(exc)}"))
-                return outcome
-            outcome.content_hash = hashlib.sha256(content).hexdigest()
-            if outcome.content_hash == source.content_hash:
-                return outcome
-            try:
-                parsed = load_documents(content, source_target, self.limits)
-            except YamlError as exc:
-                outcome.unparseable = True
-                outcome.errors.append(DocumentError(exc.detail, exc.line))
-                return outcome
-            documents = []
-            for document in parsed:
-                if document.error:
-                    outcome.unparseable = True
-                    outcome.errors.append(DocumentError(document.error.detail, document.error.line))
-                else:
-                    documents.append((document.data, document.line))
-        context = self._context(source_type, source_target, outcome)
-        origin_key = f"{location.type}:{location.target}"
-        for data, line in documents:
-            self._process_document(data, line, context, source, origin_key, outcome)
-        return outcome
-
-    def _generated_location(self, location: LocationRow) -> dict[str, Any]:
-        key = f"{location.type}:{location.target}"
-        return {
-            "apiVersion": "backstage.io/v1alpha1",
-            "kind": "Location",
-            "metadata": {
-                "name": generated_location_name(location.type, location.target),
-                "namespace": "default",
-                "annotations": {MANAGED_BY: key, MANAGED_BY_ORIGIN: key},
-            },
-            "spec": {"type": location.type, "target": location.target, "presence": "required"},
-        }
-
-    def _context(self, source_type: str, source_target: str,
-                 outcome: SourceOutcome) -> ProcessingContext:
-        reader = self.readers.get(source_type) or self.readers["url"]
-
-        def read_relative(relative: str) -> bytes:
-            outcome.used_placeholders = True
-            target = reader.resolve_placeholder(source_target, relative)
-            chosen = self.readers["url"] if target.startswith(("http://", "https://")) else reader
-            return chosen.read(target)
-
-        return ProcessingContext(source_type, source_target, read_relative, self.settings)
-
-    def _process_document(self, data: Any, line: int | None, context: ProcessingContext,
-                          source: SourceRow, origin_key: str, outcome: SourceOutcome) -> None:
-        is_root = source.key.startswith(ROOT_PREFIX) and context.location_type != PROVIDER_TYPE
-        if isinstance(data, dict) and isinstance(data.get("metadata"), dict) and not is_root:
-            annotations = data["metadata"].setdefault("annotations", {})
-            if isinstance(annotations, dict):
-                annotations[MANAGED_BY] = context.location_key
-                annotations[MANAGED_BY_ORIGIN] = origin_key
-                if context.location_type == "url":
-                    annotations.setdefault(SOURCE_LOCATION,
-                                           "url:" + context.location_target.rsplit("/", 1)[0] + "/")
-        try:
-            processed = self.pipeline.process(data, context)
-            self._check_rules(processed, context, origin_key)
-            if processed.ref.kind.lower() == "location":
-                self._add_children(processed.entity, context, source, outcome)
-        except EntityValidationError as exc:
-            if exc.ref:
-                outcome.failed_refs.add(exc.ref)
-            outcome.errors.append(DocumentError(exc.detail, line, exc.ref))
-            return
-        except ProblemError as exc:
-            ref = _ref_or_none(data)
-            if ref:
-                outcome.failed_refs.add(ref)
-            outcome.errors.append(DocumentError(_message(exc), line, ref))
-            return
-        outcome.entities.append(processed)
-
-    def _check_rules(self, processed: ProcessedEntity, context: ProcessingContext,
-                     origin_key: str) -> None:
-        """Backstage's catalog rules: a location configured with its own ``rules`` uses
-        those; otherwise the global rules apply, each limited to the locations it names."""
-        kind = processed.ref.kind.lower()
-        rules = next((loc.rules for loc in self.settings.catalog.locations
-                      if f"{loc.type}:{loc.target}" == origin_key and loc.rules),
-                     self.settings.catalog.rules)
-        for rule in rules:
-            if rule.locations and not any(
-                    fnmatch.fnmatchcase(context.location_type, pattern.get("type", "*"))
-                    and fnmatch.fnmatchcase(context.location_target, pattern.get("target", "*"))
-                    for pattern in rule.locations):
-                continue
-            if "*" in rule.allow or kind in {k.lower() for k in rule.allow}:
-                return
-        raise InputError(f"{context.location_key} tried to supply an entity of kind "
-                         f"{processed.ref.kind!r}, which the catalog rules do not allow")
-
-    def _add_children(self, entity: dict[str, Any], context: ProcessingContext,
-                      source: SourceRow, outcome: SourceOutcome) -> None:
-        spec = entity.get("spec") or {}
-        child_type = spec.get("type") or context.location_type
-        if child_type not in self.readers:
-            raise InputError(f"Location {EntityRef.of(entity)} has unknown type {child_type!r}")
-        if child_type not in self.settings.catalog.allowed_location_types:
-            raise InputError(f"Location type {child_type!r} is not allowed "
-                             "(catalog.allowed_location_types)")
-        targets = [spec["target"]] if spec.get("target") else []
-        targets += spec.get("targets") or []
-        presence = spec.get("presence", "required")
-        reader = self.readers[child_type]
-        ancestors = self._ancestors(source)
-        for raw_target in targets:
-            target = (reader.resolve(context.location_target, raw_target)
-                      if child_type == context.location_type else raw_target)
-            if child_type == "url":
-                from pavedroad.core.outbound import check_url
-
-                check_url(target, self.settings.catalog.allowed_hosts,
-                          self.settings.catalog.allow_private_network)
-            for expanded in self._expand(child_type, target):
-                key = f"{child_type}:{expanded}"
-                if len(key) > MAX_SOURCE_KEY:
-                    raise InputError(f"Location target is longer than {MAX_SOURCE_KEY} characters")
-                if key in ancestors:
-                    chain = " → ".join([*reversed(sorted(ancestors, key=ancestors.get)), key])  # type: ignore[arg-type]
-                    raise InputError(f"Location cycle: {chain}")
-                outcome.children[key] = ChildSource(key, presence, str(EntityRef.of(entity)))
-
-    def _expand(self, type_: str, target: str) -> list[str]:
-        if type_ != "file" or not GLOB_CHARS & set(target):
-            return [target]
-        return sorted(glob.glob(target, recursive=True))
-
-    def _ancestors(self, source: SourceRow) -> dict[str, int]:
-        """Keys from this source up to its root, with their distance."""
-        chain = {source.key: 0}
+    def _ancestors(self, source: SourceRow) -> tuple[str, ...]:
+        """Keys of the sources above this one, root first."""
+        chain: list[str] = []
         parent = source.parent_key
+        if parent is None:
+            return ()
         with self.db.read_session() as session:
-            while parent and parent not in chain:
-                chain[parent] = len(chain)
+            while parent and parent not in chain and parent != source.key:
+                chain.append(parent)
                 parent = session.scalar(select(SourceRow.parent_key).where(SourceRow.key == parent))
-        return chain
+        return tuple(reversed(chain))
 
     # -- writing -----------------------------------------------------------------
 
@@ -483,6 +313,8 @@ class Ingester:
     def _write_source(self, session: Session, source: SourceRow, location: LocationRow,
                       outcome: SourceOutcome, report: RefreshReport) -> bool:
         """Reconcile one source's outcome; True when anything visible changed."""
+        if session.scalar(select(SourceRow.key).where(SourceRow.key == source.key)) is None:
+            return False  # dropped by its parent earlier in this batch: its read is stale
         before = (report.written, report.orphaned)
         report.sources += 1
         report.errors += len(outcome.errors)
@@ -492,8 +324,7 @@ class Ingester:
             "next_refresh_at": now + timedelta(seconds=jitter), "lease_until": None,
             "refreshed_at": now,
         }
-        unchanged_content = (outcome.content_hash is not None
-                             and outcome.content_hash == source.content_hash)
+        unchanged_content = outcome.same_bytes
         if not outcome.unreadable and not unchanged_content:
             self._reconcile(session, source, location, outcome, report, now)
             source_values["content_hash"] = (
@@ -507,12 +338,12 @@ class Ingester:
                    outcome: SourceOutcome, report: RefreshReport, now: Any) -> None:
         existing = {row.entity_ref: row for row in session.scalars(
             select(EntityRow).where(EntityRow.source_key == source.key))}
-        emitted: dict[str, ProcessedEntity] = {}
-        for processed in outcome.entities:
-            emitted.setdefault(processed.ref.key, processed)
+        emitted: dict[str, PreparedEntity] = {}
+        for prepared in outcome.entities:
+            emitted.setdefault(prepared.key, prepared)
         others = self._entities_elsewhere(session, source.key, [k for k in emitted if k not in existing])
-        changed: list[tuple[ProcessedEntity, EntityRow | None, str]] = []
-        for ref_key, processed in emitted.items():
+        changed: list[tuple[PreparedEntity, EntityRow | None]] = []
+        for ref_key, prepared in emitted.items():
             current = existing.get(ref_key) or others.get(ref_key)
             if current is not None and current.source_key != source.key and not current.orphan:
                 outcome.errors.append(DocumentError(
@@ -520,11 +351,11 @@ class Ingester:
                     None, ref_key))
                 report.errors += 1
                 continue
-            digest = entity_hash(processed.entity, processed.relations)
-            if current is not None and current.hash == digest and not current.orphan and not current.errors:
+            if (current is not None and current.hash == prepared.digest and not current.orphan
+                    and not current.errors):
                 report.unchanged += 1
                 continue
-            changed.append((processed, current, digest))
+            changed.append((prepared, current))
         self._write_entities(session, source, location, changed, now)
         report.written += len(changed)
         self._record_entity_errors(session, outcome, existing)
@@ -543,41 +374,34 @@ class Ingester:
         return found
 
     def _write_entities(self, session: Session, source: SourceRow, location: LocationRow,
-                        changed: list[tuple[ProcessedEntity, EntityRow | None, str]],
-                        now: Any) -> None:
+                        changed: list[tuple[PreparedEntity, EntityRow | None]], now: Any) -> None:
         if not changed:
             return
-        refs = [p.ref.key for p, _, _ in changed]
-        for chunk in _chunks(refs, 500):
+        for chunk in _chunks([p.key for p, _ in changed], 500):
             session.execute(delete(RelationRow).where(RelationRow.originating_ref.in_(chunk)))
-        old_uids = [row.uid for _, row, _ in changed if row is not None]
-        for chunk in _chunks(old_uids, 500):
+        for chunk in _chunks([row.uid for _, row in changed if row is not None], 500):
             session.execute(delete(SearchRow).where(SearchRow.entity_uid.in_(chunk)))
         new_rows: list[dict[str, Any]] = []
         searches: list[dict[str, Any]] = []
         relations: list[dict[str, Any]] = []
-        for processed, row, digest in changed:
+        for prepared, row in changed:
             uid = row.uid if row is not None else new_id()
-            entity = processed.entity
-            entity["metadata"]["uid"] = uid
-            entity["metadata"]["etag"] = hashlib.sha1(f"{uid}{digest}".encode()).hexdigest()
             values = {
-                "entity_ref": processed.ref.key, "kind": processed.ref.kind,
-                "namespace": processed.ref.namespace, "name": processed.ref.name,
+                "entity_ref": prepared.key, "kind": prepared.ref.kind,
+                "namespace": prepared.ref.namespace, "name": prepared.ref.name,
                 "source_key": source.key, "location_id": location.id,
-                "body": json.dumps(entity, separators=(",", ":")), "hash": digest,
-                "search_text": full_text(entity), "errors": [], "orphan": False,
-                "updated_at": now,
+                "body": prepared.body, "hash": prepared.digest, "search_text": prepared.text,
+                "errors": [], "orphan": False, "updated_at": now,
             }
             if row is None:
                 new_rows.append({"uid": uid, "created_at": now, **values})
             else:
                 session.execute(update(EntityRow).where(EntityRow.uid == uid).values(**values))
             searches.extend({"entity_uid": uid, "key": k, "value": v, "original_value": o}
-                            for k, v, o in search_rows(entity))
-            relations.extend({"originating_ref": processed.ref.key, "source_ref": r.source,
-                              "type": r.type, "target_ref": r.target}
-                             for r in processed.relations)
+                            for k, v, o in prepared.search)
+            relations.extend({"originating_ref": prepared.key, "source_ref": source_ref,
+                              "type": type_, "target_ref": target}
+                             for source_ref, type_, target in prepared.relations)
         if new_rows:
             session.execute(insert(EntityRow.__table__), new_rows)
         bulk_insert(session, SearchRow.__table__, searches)
@@ -602,7 +426,8 @@ class Ingester:
             entity = json.loads(row.body)
             entity["metadata"].setdefault("annotations", {})[ORPHAN_ANNOTATION] = "true"
             session.execute(update(EntityRow).where(EntityRow.uid == row.uid).values(
-                body=json.dumps(entity, separators=(",", ":")), orphan=True, updated_at=now))
+                body=json.dumps(entity, separators=(",", ":")), orphan=True, updated_at=now,
+                hash=hashlib.sha256(f"orphan:{row.hash}".encode()).hexdigest()))
             session.add(SearchRow(entity_uid=row.uid, key=f"metadata.annotations.{ORPHAN_ANNOTATION}",
                                   value="true", original_value="true"))
         return len(rows)
@@ -657,16 +482,3 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _message(exc: BaseException) -> str:
-    return exc.detail if isinstance(exc, ProblemError) else str(exc)
-
-
-def _ref_or_none(data: Any) -> str | None:
-    try:
-        if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
-            ref = EntityRef.of(data)
-            if ref.kind and ref.name:
-                return ref.key
-    except Exception:  # a document too broken to name has no ref
-        return None
-    return None

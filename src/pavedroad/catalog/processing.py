@@ -18,7 +18,6 @@ from pavedroad.catalog.refs import DEFAULT_NAMESPACE, EntityRef, EntityRefError,
 from pavedroad.core.errors import InputError
 from pavedroad.settings import Settings
 
-
 MAX_REF_LENGTH = 400  # the width of the stored ref columns
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -317,7 +318,7 @@ class CatalogReader:
         relations = self.relations_of([r.entity_ref for r in rows]) if want_relations else {}
         result = []
         for row in rows:
-            entity = json.loads(row.body)
+            entity = entity_of(row)
             entity["relations"] = relations.get(row.entity_ref, [])
             result.append(select_fields(entity, fields) if fields else entity)
         return result
@@ -532,6 +533,15 @@ class CatalogReader:
         if row is None:
             return None
         return self.session.get(LocationRow, row.location_id) if row.location_id else None
+
+
+def entity_of(row: EntityRow) -> dict[str, Any]:
+    """The stored entity with the row's own ``metadata.uid`` and ``metadata.etag``."""
+    entity: dict[str, Any] = json.loads(row.body)
+    metadata = entity.setdefault("metadata", {})
+    metadata["uid"] = row.uid
+    metadata["etag"] = hashlib.sha1(f"{row.uid}:{row.hash}".encode()).hexdigest()
+    return entity
 
 
 def _keyset(keys: list[tuple[Any, str]], after: list[Any], backwards: bool) -> ColumnElement[bool]:

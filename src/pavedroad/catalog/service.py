@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pavedroad.catalog.ingestion import Ingester, RefreshReport, SourceOutcome
-from pavedroad.catalog.models import LocationRow, SourceRow
+from pavedroad.catalog.ingestion import Ingester, RefreshReport
+from pavedroad.catalog.models import LocationRow
 from pavedroad.catalog.processing import EntityValidationError, ProcessingContext
 from pavedroad.catalog.queries import CatalogReader
+from pavedroad.catalog.reading import PROVIDER_TYPE, SourceTask
 from pavedroad.catalog.refs import parse_ref
 from pavedroad.core.db import Database
 from pavedroad.core.errors import InputError, NotFoundError, ProblemError
@@ -51,24 +53,23 @@ class CatalogService:
         if type_ == "file" and not os.path.isabs(target):
             target = os.path.abspath(target)
         target = self.ingester.normalise_target(type_, target)
-        location = LocationRow(id="preview", type=type_, target=target)
-        pending = [SourceRow(key="root:preview", location_id="preview", presence="required",
-                             errors=[], content_hash=None, parent_key=None)]
+        pending = [SourceTask("root:preview", "required", None, type_, target)]
         seen: set[str] = set()
         entities: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         while pending and len(seen) < PREVIEW_MAX_SOURCES:
-            source = pending.pop(0)
-            seen.add(source.key)
-            outcome: SourceOutcome = self.ingester._read_and_process(source, location)
-            entities.extend(p.entity | {"relations": [r.as_dict() for r in p.relations
-                                                       if r.source == p.ref.key]}
-                            for p in outcome.entities)
-            errors.extend(e.as_dict(source.key) for e in outcome.errors)
-            for key, child in outcome.children.items():
-                if key not in seen:
-                    pending.append(SourceRow(key=key, location_id="preview", parent_key=source.key,
-                                             presence=child.presence, errors=[], content_hash=None))
+            task = pending.pop(0)
+            seen.add(task.key)
+            outcome = self.ingester.reader.read(task)
+            for prepared in outcome.entities:
+                entity = json.loads(prepared.body)
+                entity["relations"] = [{"type": t, "targetRef": g}
+                                       for s, t, g in prepared.relations if s == prepared.key]
+                entities.append(entity)
+            errors.extend(e.as_dict(task.key) for e in outcome.errors)
+            ancestors = (*task.ancestors, task.key)
+            pending.extend(SourceTask(key, child.presence, None, type_, target, ancestors)
+                           for key, child in outcome.children.items() if key not in seen)
         return entities, errors
 
     def unregister_location(self, location_id: str) -> None:
@@ -76,8 +77,6 @@ class CatalogService:
 
     def ensure_configured_locations(self) -> None:
         """Add the locations named in settings (idempotent)."""
-        from pavedroad.catalog.ingestion import PROVIDER_TYPE
-
         for location in self.settings.catalog.locations:
             self.ingester.ensure_location(location.type, location.target, origin="config")
         for name in self.ingester.providers:
