@@ -17,7 +17,7 @@ from pavedroad.catalog import backstage_api
 from pavedroad.catalog.service import CatalogService
 from pavedroad.core.background import BackgroundRunner, Reconciler
 from pavedroad.core.db import Database, database_for
-from pavedroad.core.http import RequestContextMiddleware, install_error_handlers
+from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install_error_handlers
 from pavedroad.core.plugins import plugin_manager
 from pavedroad.settings import Settings
 
@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None, *, background: bool = False,
     app.state.settings = settings
     app.state.db = db
     app.state.catalog = catalog
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(catalog_api.router)
     app.include_router(backstage_api.router)

@@ -6,6 +6,7 @@ Same paths, query parameters and JSON shapes as Backstage's catalog backend, so
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -129,12 +130,7 @@ def by_uid(service: Catalog, uid: str) -> dict[str, Any]:
 
 @router.delete("/entities/by-uid/{uid}", status_code=204)
 def delete_by_uid(service: Catalog, uid: str) -> Response:
-    with service.reader() as reader:
-        entity = reader.get_by_uid(uid)
-        location = reader.location_by_ref(str(EntityRef.of(entity)))
-    if location is None:
-        raise InputError("this entity does not belong to a registered location")
-    service.unregister_location(location.id)
+    service.delete_entity(uid)
     return Response(status_code=204)
 
 
@@ -193,7 +189,7 @@ def add_location(service: Catalog, request: Request, body: BackstageLocationInpu
                  response: Response, dryRun: bool = False) -> dict[str, Any]:
     allowed = service.settings.catalog.allowed_location_types
     if body.type not in allowed:
-        raise InputError(f"Registered locations must be of an allowed type {allowed}")
+        raise InputError(f"Registered locations must be of an allowed type {json.dumps(allowed)}")
     if dryRun:
         entities, _errors = service.preview_location(body.type, body.target)
         response.status_code = 200

@@ -170,6 +170,17 @@ class Ingester:
             session.delete(row)
             _bump_generation(session)
 
+    def delete_entity(self, uid: str) -> None:
+        with self.db.session() as session:
+            row = session.get(EntityRow, uid)
+            if row is None:
+                raise NotFoundError(f"No entity with uid {uid}")
+            self._delete_entities(session, [row])
+            # Re-read its source at the next refresh, as the entity may still be there.
+            session.execute(update(SourceRow).where(SourceRow.key == row.source_key)
+                            .values(content_hash=None))
+            _bump_generation(session)
+
     # -- refresh -----------------------------------------------------------------
 
     def request_refresh(self, location_id: str | None = None, source_key: str | None = None) -> int:
@@ -331,8 +342,8 @@ class Ingester:
                 None if outcome.used_placeholders or outcome.errors else outcome.content_hash)
         source_values["errors"] = [e.as_dict(source.key) for e in outcome.errors]
         session.execute(update(SourceRow).where(SourceRow.key == source.key).values(**source_values))
-        return (report.written, report.orphaned) != before or bool(outcome.errors) \
-            or not unchanged_content
+        # Only what readers can see counts as a change (it resets cached counts).
+        return (report.written, report.orphaned) != before or source_values["errors"] != source.errors
 
     def _reconcile(self, session: Session, source: SourceRow, location: LocationRow,
                    outcome: SourceOutcome, report: RefreshReport, now: Any) -> None:
@@ -340,7 +351,13 @@ class Ingester:
             select(EntityRow).where(EntityRow.source_key == source.key))}
         emitted: dict[str, PreparedEntity] = {}
         for prepared in outcome.entities:
-            emitted.setdefault(prepared.key, prepared)
+            if prepared.key in emitted:
+                outcome.errors.append(DocumentError(
+                    f"Duplicate entity {prepared.key}: the same file defines it twice; the "
+                    "first definition is used", None, prepared.key))
+                report.errors += 1
+                continue
+            emitted[prepared.key] = prepared
         others = self._entities_elsewhere(session, source.key, [k for k in emitted if k not in existing])
         changed: list[tuple[PreparedEntity, EntityRow | None]] = []
         for ref_key, prepared in emitted.items():
@@ -363,7 +380,7 @@ class Ingester:
             gone = [row for ref, row in existing.items()
                     if ref not in emitted and ref not in outcome.failed_refs and not row.orphan]
             report.orphaned += self._orphan(session, gone, now)
-        self._sync_children(session, source, outcome, now)
+        report.orphaned += self._sync_children(session, source, outcome, now)
 
     def _entities_elsewhere(self, session: Session, source_key: str,
                             refs: list[str]) -> dict[str, EntityRow]:
@@ -440,7 +457,7 @@ class Ingester:
             session.execute(delete(EntityRow).where(EntityRow.uid.in_(chunk)))
 
     def _sync_children(self, session: Session, source: SourceRow, outcome: SourceOutcome,
-                       now: Any) -> None:
+                       now: Any) -> int:
         current = set(session.scalars(select(SourceRow.key).where(SourceRow.parent_key == source.key)))
         for key, child in outcome.children.items():
             if key in current:
@@ -452,19 +469,21 @@ class Ingester:
                                   parent_entity_ref=child.parent_entity_ref,
                                   presence=child.presence, errors=[], next_refresh_at=now))
         removed = current - set(outcome.children)
-        if removed:
-            self._drop_sources(session, removed, now)
+        return self._drop_sources(session, removed, now) if removed else 0
 
-    def _drop_sources(self, session: Session, keys: set[str], now: Any) -> None:
-        """Forget sources no longer referenced (and their subtrees); orphan their entities."""
+    def _drop_sources(self, session: Session, keys: set[str], now: Any) -> int:
+        """Forget sources no longer referenced (and their subtrees); orphan their entities.
+        Returns how many entities were orphaned."""
+        orphaned = 0
         pending = set(keys)
         while pending:
             key = pending.pop()
             pending.update(session.scalars(select(SourceRow.key).where(SourceRow.parent_key == key)))
             rows = list(session.scalars(select(EntityRow).where(
                 EntityRow.source_key == key, EntityRow.orphan.is_(False))))
-            self._orphan(session, rows, now)
+            orphaned += self._orphan(session, rows, now)
             session.execute(delete(SourceRow).where(SourceRow.key == key))
+        return orphaned
 
 
 def _bump_generation(session: Session) -> None:

@@ -21,6 +21,9 @@ from pavedroad.core.db import Base
 from pavedroad.core.timeutil import utcnow
 
 
+ENTITY_REF_INDEX = "ix_catalog_entities_entity_ref"
+
+
 class LocationRow(Base):
     """A root location: registered through the API or CLI, or read from settings."""
 
@@ -61,7 +64,7 @@ class EntityRow(Base):
     __tablename__ = "catalog_entities"
 
     uid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    entity_ref: Mapped[str] = mapped_column(String(400), unique=True)
+    entity_ref: Mapped[str] = mapped_column(String(400))
     kind: Mapped[str] = mapped_column(String(63))
     namespace: Mapped[str] = mapped_column(String(63))
     name: Mapped[str] = mapped_column(String(63))
@@ -76,6 +79,9 @@ class EntityRow(Base):
     orphan: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    # Named, so that a query can ask SQLite to walk it in order (see queries.py).
+    __table_args__ = (Index(ENTITY_REF_INDEX, "entity_ref", unique=True),)
 
 
 class RelationRow(Base):

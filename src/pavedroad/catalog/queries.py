@@ -16,15 +16,36 @@ import base64
 import binascii
 import hashlib
 import json
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, String, and_, false, func, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.orm import Session
 
-from pavedroad.catalog.models import EntityRow, LocationRow, RelationRow, SearchRow, SourceRow
+from pavedroad.catalog.models import (
+    ENTITY_REF_INDEX,
+    EntityRow,
+    LocationRow,
+    RelationRow,
+    SearchRow,
+    SourceRow,
+)
 from pavedroad.catalog.refs import EntityRef, parse_ref
 from pavedroad.core.errors import InputError, NotFoundError
 
@@ -108,25 +129,100 @@ def clamp_limit(limit: int | None) -> int:
 
 # -- filters as SQL ------------------------------------------------------------------
 
-def filter_clause(predicate: Predicate) -> ColumnElement[bool]:
-    """The SQL condition for a filter predicate (everything when ``None``)."""
-    if predicate is None:
-        return true()
-    if not isinstance(predicate, dict):
-        raise InputError("A filter predicate must be an object")
-    parts: list[ColumnElement[bool]] = []
-    for key, operand in predicate.items():
-        if key == "$all":
-            parts.append(and_(true(), *(filter_clause(p) for p in _predicate_list(key, operand))))
-        elif key == "$any":
-            parts.append(or_(false(), *(filter_clause(p) for p in _predicate_list(key, operand))))
-        elif key == "$not":
-            parts.append(not_(filter_clause(operand)))
-        elif key.startswith("$"):
-            raise InputError(f"Unknown filter operator {key!r}; use $all, $any or $not")
+def filter_clause(predicate: Predicate, correlated: bool = False) -> ColumnElement[bool]:
+    """The SQL condition for a filter predicate (everything when ``None``).
+
+    By default each condition is an ``IN (subquery)`` that the database evaluates once
+    for all rows: best when few entities match. With ``correlated=True`` each condition
+    is an ``EXISTS`` probed per row: best when walking entities in order to fill a page
+    from a broad match.
+    """
+    return _FilterCompiler(correlated).clause(predicate)
+
+
+class _FilterCompiler:
+    def __init__(self, correlated: bool) -> None:
+        self.correlated = correlated
+
+    def clause(self, predicate: Predicate) -> ColumnElement[bool]:
+        if predicate is None:
+            return true()
+        if not isinstance(predicate, dict):
+            raise InputError("A filter predicate must be an object")
+        parts: list[ColumnElement[bool]] = []
+        for key, operand in predicate.items():
+            if key == "$all":
+                parts.append(and_(true(), *(self.clause(p) for p in _predicate_list(key, operand))))
+            elif key == "$any":
+                parts.append(or_(false(), *(self.clause(p) for p in _predicate_list(key, operand))))
+            elif key == "$not":
+                parts.append(not_(self.clause(operand)))
+            elif key.startswith("$"):
+                raise InputError(f"Unknown filter operator {key!r}; use $all, $any or $not")
+            else:
+                parts.append(self.field(key.lower(), operand))
+        return and_(true(), *parts)
+
+    def field(self, key: str, matcher: Any) -> ColumnElement[bool]:
+        if isinstance(matcher, dict):
+            if len(matcher) != 1:
+                raise InputError(f"The matcher for {key!r} must have exactly one operator")
+            operator, operand = next(iter(matcher.items()))
+            if operator == "$exists":
+                present = self.has_value(key, None)
+                return present if operand else not_(present)
+            if operator == "$in":
+                if not isinstance(operand, list):
+                    raise InputError(f"$in for {key!r} needs a list")
+                return self.has_value(key, [_text(v) for v in operand])
+            if operator == "$hasPrefix":
+                if not isinstance(operand, str):
+                    raise InputError(f"$hasPrefix for {key!r} needs a string")
+                return self.has_value(key, None, prefix=operand.lower())
+            if operator == "$contains":
+                return self.contains(key, operand)
+            raise InputError(f"Unknown matcher {operator!r} for {key!r}; use $exists, $in, "
+                             "$hasPrefix or $contains")
+        return self.has_value(key, [_text(matcher)])
+
+    def contains(self, key: str, operand: Any) -> ColumnElement[bool]:
+        """Array fields are indexed one row per item, so containment is a value match."""
+        if isinstance(operand, dict) and len(operand) == 1:
+            operator, inner = next(iter(operand.items()))
+            if operator in ("$any", "$all") and isinstance(inner, list):
+                clauses = [self.contains(key, item) for item in inner]
+                return or_(false(), *clauses) if operator == "$any" else and_(true(), *clauses)
+            if operator == "$not":
+                return not_(self.contains(key, inner))
+            return self.field(key, operand)
+        return self.has_value(key, [_text(operand)])
+
+    def has_value(self, key: str, values: list[str] | None,
+                  prefix: str | None = None) -> ColumnElement[bool]:
+        if key == "metadata.uid":
+            if values is None and prefix is None:
+                return true()
+            return EntityRow.uid.in_(values) if values is not None else func.lower(
+                EntityRow.uid).like(_like_prefix(prefix or ""), escape="\\")
+        if key.startswith("relations."):
+            table, value_column = RelationRow, RelationRow.target_ref
+            conditions = [func.lower(RelationRow.type) == key.split(".", 1)[1]]
+            link, outer = RelationRow.source_ref, EntityRow.entity_ref
         else:
-            parts.append(_field_clause(key.lower(), operand))
-    return and_(true(), *parts)
+            table, value_column = SearchRow, SearchRow.value  # type: ignore[assignment]
+            conditions = [SearchRow.key == key]
+            link, outer = SearchRow.entity_uid, EntityRow.uid  # type: ignore[assignment]
+        if values is not None:
+            conditions.append(value_column.in_(values))
+        if prefix is not None:
+            conditions.append(value_column.like(_like_prefix(prefix), escape="\\"))
+        if self.correlated:
+            # Probe this row's few search rows; ``key || ''`` keeps SQLite from choosing
+            # the (key, value) index, which would scan every matching row per probe.
+            if table is SearchRow:
+                conditions[0] = SearchRow.key.op("||")("") == key
+            return exists(select(literal(1)).select_from(table).where(link == outer, *conditions))
+        return outer.in_(select(link).where(*conditions))
 
 
 def _predicate_list(key: str, operand: Any) -> list[Any]:
@@ -135,71 +231,12 @@ def _predicate_list(key: str, operand: Any) -> list[Any]:
     return operand
 
 
-def _field_clause(key: str, matcher: Any) -> ColumnElement[bool]:
-    if isinstance(matcher, dict):
-        if len(matcher) != 1:
-            raise InputError(f"The matcher for {key!r} must have exactly one operator")
-        operator, operand = next(iter(matcher.items()))
-        if operator == "$exists":
-            present = _has_value(key, None)
-            return present if operand else not_(present)
-        if operator == "$in":
-            if not isinstance(operand, list):
-                raise InputError(f"$in for {key!r} needs a list")
-            return _has_value(key, [_text(v) for v in operand])
-        if operator == "$hasPrefix":
-            if not isinstance(operand, str):
-                raise InputError(f"$hasPrefix for {key!r} needs a string")
-            return _has_value(key, None, prefix=operand.lower())
-        if operator == "$contains":
-            return _contains(key, operand)
-        raise InputError(f"Unknown matcher {operator!r} for {key!r}; use $exists, $in, "
-                         "$hasPrefix or $contains")
-    return _has_value(key, [_text(matcher)])
-
-
-def _contains(key: str, operand: Any) -> ColumnElement[bool]:
-    """Array fields are indexed one row per item, so containment is a value match."""
-    if isinstance(operand, dict) and len(operand) == 1:
-        operator, inner = next(iter(operand.items()))
-        if operator in ("$any", "$all") and isinstance(inner, list):
-            clauses = [_contains(key, item) for item in inner]
-            return or_(false(), *clauses) if operator == "$any" else and_(true(), *clauses)
-        if operator == "$not":
-            return not_(_contains(key, inner))
-        return _field_clause(key, operand)
-    return _has_value(key, [_text(operand)])
-
-
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
         return str(value).lower()
     raise InputError(f"Filter values must be strings, numbers or booleans, not {value!r}")
-
-
-def _has_value(key: str, values: list[str] | None, prefix: str | None = None) -> ColumnElement[bool]:
-    if key.startswith("relations."):
-        relation = select(RelationRow.source_ref).where(
-            func.lower(RelationRow.type) == key.split(".", 1)[1])
-        if values is not None:
-            relation = relation.where(RelationRow.target_ref.in_(values))
-        if prefix is not None:
-            relation = relation.where(RelationRow.target_ref.like(_like_prefix(prefix), escape="\\"))
-        return EntityRow.entity_ref.in_(relation)
-    if key == "metadata.uid":
-        column = EntityRow.uid
-        if values is None and prefix is None:
-            return true()
-        return column.in_(values) if values is not None else func.lower(column).like(
-            _like_prefix(prefix or ""), escape="\\")
-    search = select(SearchRow.entity_uid).where(SearchRow.key == key)
-    if values is not None:
-        search = search.where(SearchRow.value.in_(values))
-    if prefix is not None:
-        search = search.where(SearchRow.value.like(_like_prefix(prefix), escape="\\"))
-    return EntityRow.uid.in_(search)
 
 
 def _escape_like(text: str) -> str:
@@ -251,6 +288,73 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
     return payload
 
 
+def _required_kinds(predicate: Predicate) -> list[str]:
+    """The kinds a predicate limits entities to, when it plainly does so."""
+    if not isinstance(predicate, dict):
+        return []
+    conditions = [predicate, *(p for p in predicate.get("$all", []) if isinstance(p, dict))]
+    for condition in conditions:
+        kind = next((v for k, v in condition.items() if k.lower() == "kind"), None)
+        if isinstance(kind, str):
+            return [kind.lower()]
+        if isinstance(kind, dict) and isinstance(kind.get("$in"), list) \
+                and all(isinstance(k, str) for k in kind["$in"]):
+            return [k.lower() for k in kind["$in"]]
+    return []
+
+
+def _resume(payload: dict[str, Any], query: EntityQuery) -> tuple[EntityQuery, list[Any], bool]:
+    """The query, position and direction a cursor holds, checked field by field (a
+    cursor comes from the client and may have been edited)."""
+    malformed = InputError("Malformed cursor: pass the nextCursor or prevCursor of an earlier page")
+    q, after = payload.get("query"), payload.get("after")
+    if not isinstance(q, dict) or not isinstance(after, list):
+        raise malformed
+    order = q.get("order") or []
+    full_text, full_text_fields = q.get("fullText") or "", q.get("fullTextFields") or []
+    if (not isinstance(q.get("filter"), dict | type(None)) or not isinstance(full_text, str)
+            or not isinstance(full_text_fields, list)
+            or not all(isinstance(f, str) for f in full_text_fields)
+            or not isinstance(order, list)
+            or not all(isinstance(o, list) and len(o) == 2 and isinstance(o[0], str)
+                       and o[1] in ("asc", "desc") for o in order)
+            or len(after) != len(order) + 1
+            or not all(isinstance(v, str | type(None)) for v in after)):
+        raise malformed
+    resumed = EntityQuery(filter=q.get("filter"), full_text=full_text,
+                          full_text_fields=full_text_fields,
+                          order=[(name, direction) for name, direction in order],
+                          limit=query.limit, fields=query.fields)
+    return resumed, after, bool(payload.get("previous"))
+
+
+_T = TypeVar("_T")
+
+
+class _GenerationCache:
+    """A small LRU of values keyed by database, catalog generation and question."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.values: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get_or_compute(self, key: tuple[Any, ...], compute: Callable[[], _T]) -> _T:
+        with self.lock:
+            if key in self.values:
+                self.values.move_to_end(key)
+                return self.values[key]  # type: ignore[no-any-return]
+        value = compute()
+        with self.lock:
+            self.values[key] = value
+            while len(self.values) > self.size:
+                self.values.popitem(last=False)
+        return value
+
+
+_GENERATION_CACHE = _GenerationCache()
+
+
 class CatalogReader:
     """Read-side operations over one database session."""
 
@@ -263,20 +367,19 @@ class CatalogReader:
         after: list[Any] | None = None
         backwards = False
         if cursor:
-            payload = decode_cursor(cursor)
-            q = payload["query"]
-            query = EntityQuery(filter=q.get("filter"), full_text=q.get("fullText") or "",
-                                full_text_fields=q.get("fullTextFields") or [],
-                                order=[tuple(o) for o in q.get("order") or []],  # type: ignore[misc]
-                                limit=query.limit, fields=query.fields)
-            after = payload["after"]
-            backwards = bool(payload.get("previous"))
-        where = and_(filter_clause(query.filter),
-                     full_text_clause(query.full_text, query.full_text_fields))
-        total = self.session.scalar(select(func.count()).select_from(EntityRow).where(where)) or 0
+            query, after, backwards = _resume(decode_cursor(cursor), query)
+        text = full_text_clause(query.full_text, query.full_text_fields)
+        where = and_(filter_clause(query.filter), text)
+        total = self.cached(("count", json.dumps(query.to_dict(), sort_keys=True)), lambda: (
+            self.session.scalar(select(func.count()).select_from(EntityRow).where(where)) or 0))
         keys = [(_sort_expression(name), direction) for name, direction in query.order]
         keys.append((EntityRow.entity_ref, "asc"))
+        walk = not query.order and self._walk_in_order(total)
+        if walk:
+            where = and_(filter_clause(query.filter, correlated=True), text,
+                         self._kind_range(query.filter))
         statement = self._page_statement(where, keys, after, backwards, query.limit + 1)
+
         if after is None and query.offset:
             statement = statement.offset(query.offset)
         rows = list(self.session.execute(statement))
@@ -294,6 +397,31 @@ class CatalogReader:
             prev_cursor = encode_cursor({**base, "after": sort_values[0], "previous": True})
         return Page(entities, total, next_cursor, prev_cursor)
 
+    def _kind_range(self, predicate: Predicate) -> ColumnElement[bool]:
+        """Refs start with the kind, so a kind filter is a range of the ref index (in
+        SQLite's binary collation; other databases plan this well on their own)."""
+        kinds = _required_kinds(predicate)
+        if not kinds or self.session.get_bind().dialect.name != "sqlite":
+            return true()
+        return or_(*(and_(EntityRow.entity_ref >= f"{kind}:", EntityRow.entity_ref < f"{kind};")
+                     for kind in kinds))
+
+    def _walk_in_order(self, matches: int) -> bool:
+        """When many entities match, walking entities in ref order and stopping after a
+        page beats collecting every match and sorting it (SQLite cannot tell which)."""
+        everything = self.cached(("count", "all"), lambda: (
+            self.session.scalar(select(func.count()).select_from(EntityRow)) or 0))
+        return matches * 20 >= everything
+
+    def cached(self, key: tuple[str, ...], compute: Callable[[], _T]) -> _T:
+        """A value computed once per catalog generation (every catalog write makes a new
+        one), shared by every reader of the same database in this process."""
+        from pavedroad.catalog.ingestion import catalog_generation
+
+        bind = str(self.session.get_bind().url)
+        full_key = (bind, catalog_generation(self.session), *key)
+        return _GENERATION_CACHE.get_or_compute(full_key, compute)
+
     def _page_statement(self, where: ColumnElement[bool], keys: list[tuple[Any, str]],
                         after: list[Any] | None, backwards: bool, limit: int) -> Select[Any]:
         columns = [EntityRow] + [expression.label(f"k{i}") for i, (expression, _) in enumerate(keys)]
@@ -303,9 +431,13 @@ class CatalogReader:
                 raise InputError("Malformed cursor: it does not match the query's order")
             statement = statement.where(_keyset(keys, after, backwards))
         ordering = []
-        for expression, direction in keys:
+        for index, (expression, direction) in enumerate(keys):
             ascending = (direction == "asc") != backwards
-            ordering.append(expression.asc().nulls_last() if ascending else expression.desc().nulls_first())
+            if index == len(keys) - 1:  # the entity ref: never NULL, and plain keeps its index
+                ordering.append(expression.asc() if ascending else expression.desc())
+            else:
+                ordering.append(expression.asc().nulls_last() if ascending
+                                else expression.desc().nulls_first())
         return statement.order_by(*ordering).limit(limit)
 
     # -- entities --------------------------------------------------------------------
@@ -400,30 +532,33 @@ class CatalogReader:
 
     def facets(self, names: Sequence[str], predicate: Predicate = None,
                full_text: str = "") -> dict[str, list[dict[str, Any]]]:
+        """Counts per value of each field, among the entities matching the filter."""
+        scope = json.dumps([predicate, full_text], sort_keys=True)
+        return {name: self.cached(("facet", name, scope),
+                                  lambda name=name: self._facet(name, predicate, full_text))  # type: ignore[misc]
+                for name in names}
+
+    def _facet(self, name: str, predicate: Predicate, full_text: str) -> list[dict[str, Any]]:
         restricted = predicate is not None or bool(full_text.strip())
-        matching = select(EntityRow.uid).where(
-            filter_clause(predicate), full_text_clause(full_text, []))
-        result: dict[str, list[dict[str, Any]]] = {}
-        for name in names:
-            key = name.lower()
-            if key.startswith("relations."):
-                statement = (select(RelationRow.target_ref, func.count(func.distinct(RelationRow.source_ref)))
-                             .where(func.lower(RelationRow.type) == key.split(".", 1)[1])
-                             .group_by(RelationRow.target_ref))
-                if restricted:
-                    statement = statement.where(RelationRow.source_ref.in_(
-                        select(EntityRow.entity_ref).where(
-                            filter_clause(predicate), full_text_clause(full_text, []))))
-            else:
-                statement = (select(func.min(SearchRow.original_value), func.count())
-                             .where(SearchRow.key == key, SearchRow.value.is_not(None))
-                             .group_by(SearchRow.value))
-                if restricted:
-                    statement = statement.where(SearchRow.entity_uid.in_(matching))
-            counts = [{"value": value, "count": count} for value, count in self.session.execute(statement)]
-            counts.sort(key=lambda c: (str(c["value"]).lower(), str(c["value"])))
-            result[name] = counts
-        return result
+        key = name.lower()
+        if key.startswith("relations."):
+            statement = (select(RelationRow.target_ref, func.count(func.distinct(RelationRow.source_ref)))
+                         .where(func.lower(RelationRow.type) == key.split(".", 1)[1])
+                         .group_by(RelationRow.target_ref))
+            if restricted:
+                statement = statement.where(RelationRow.source_ref.in_(
+                    select(EntityRow.entity_ref).where(
+                        filter_clause(predicate), full_text_clause(full_text, []))))
+        else:
+            statement = (select(func.min(SearchRow.original_value), func.count())
+                         .where(SearchRow.key == key, SearchRow.value.is_not(None))
+                         .group_by(SearchRow.value))
+            if restricted:
+                statement = statement.where(SearchRow.entity_uid.in_(select(EntityRow.uid).where(
+                    filter_clause(predicate), full_text_clause(full_text, []))))
+        counts = [{"value": value, "count": count} for value, count in self.session.execute(statement)]
+        counts.sort(key=lambda c: (str(c["value"]).lower(), str(c["value"])))
+        return counts
 
     # -- graph and ancestry ------------------------------------------------------------
 

@@ -246,7 +246,8 @@ class SourceReader:
                                            "url:" + context.location_target.rsplit("/", 1)[0] + "/")
         try:
             processed = self.pipeline.process(data, context)
-            self._check_rules(processed, context, task.origin_key)
+            if not generated:  # rules govern what files supply, not the registration itself
+                self._check_rules(processed, context, task.origin_key)
             if processed.ref.kind.lower() == "location":
                 self._add_children(processed.entity, context, task, outcome)
         except EntityValidationError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,8 +37,6 @@ class CatalogService:
     def register_location(self, type_: str, target: str, *, created_by: str | None = None,
                           process: bool = True) -> tuple[LocationRow, list[dict[str, Any]]]:
         """Add a root location and (by default) ingest it now; returns it and its entities."""
-        if type_ == "file" and not os.path.isabs(target):
-            target = os.path.abspath(target)
         location = self.ingester.add_location(type_, target, origin="api", created_by=created_by)
         if process:
             self.ingester.run_until_idle(location_id=location.id)
@@ -50,8 +47,6 @@ class CatalogService:
 
     def preview_location(self, type_: str, target: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """What registering would produce (entities and errors), writing nothing."""
-        if type_ == "file" and not os.path.isabs(target):
-            target = os.path.abspath(target)
         target = self.ingester.normalise_target(type_, target)
         pending = [SourceTask("root:preview", "required", None, type_, target)]
         seen: set[str] = set()
@@ -71,6 +66,11 @@ class CatalogService:
             pending.extend(SourceTask(key, child.presence, None, type_, target, ancestors)
                            for key, child in outcome.children.items() if key not in seen)
         return entities, errors
+
+    def delete_entity(self, uid: str) -> None:
+        """Remove one entity now (as Backstage does; a location still holding it brings
+        it back at its next refresh)."""
+        self.ingester.delete_entity(uid)
 
     def unregister_location(self, location_id: str) -> None:
         self.ingester.remove_location(location_id)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from pavedroad.catalog import portal_data
@@ -167,24 +167,24 @@ def catalog_apis() -> RedirectResponse:
 
 
 @router.get("/catalog")
-def catalog_page(request: Request, service: Catalog,
-                 q: Annotated[str, Query(max_length=1000)] = "",
-                 cursor: Annotated[str | None, Query(max_length=4000)] = None,
-                 start: Annotated[int, Query(ge=0, le=10**9)] = 0) -> Response:
+def catalog_page(request: Request, service: Catalog, q: str = "", cursor: str | None = None,
+                 start: str = "0") -> Response:
+    # Query parameters are read leniently: a page never answers a browser with JSON.
     selection = CatalogSelection.from_request(request, q)
+    first = int(start) if start.isdigit() and len(start) < 10 else 0
     notice = None
     with service.reader() as reader:
         query = EntityQuery(filter=selection.filter(), full_text=selection.q, limit=PAGE_SIZE,
                             fields=TABLE_FIELDS)
         try:
-            page = reader.query(query, cursor)
+            page = reader.query(query, cursor or None)
         except InputError:
             notice = "That page link no longer works, so this is the first page."
-            page, start, cursor = reader.query(query), 0, None
+            page, first, cursor = reader.query(query), 0, None
         facets = _facet_views(reader, selection, page)
         portal_data.facet_counter.warm(service, portal_data.generation(reader), _warm_plan)
     rows = [_row(entity) for entity in page.items]
-    pager = _pager(selection, page, start, cursor)
+    pager = _pager(selection, page, first, cursor or None)
     kind_values = selection.values["kind"]
     heading = "APIs" if [v.lower() for v in kind_values] == ["api"] else "Catalog"
     return render(request, "catalog/list.html", {

@@ -26,11 +26,17 @@ def load_settings(**overrides: object) -> Settings:
         fail(f"invalid settings: {exc}")
 
 
-@app.callback()
-def main_callback(version: bool = typer.Option(False, "--version", help="Print the version.")) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         typer.echo(f"pave {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def main_callback(version: bool = typer.Option(False, "--version", is_eager=True,
+                                               callback=_print_version,
+                                               help="Print the version and exit.")) -> None:
+    """Pavedroad: the paved road from template to production."""
 
 
 @app.command()

@@ -54,6 +54,44 @@ def problem_response(request: Request, status: int, title: str, detail: str,
     return JSONResponse(problem, status_code=status, media_type=PROBLEM_JSON)
 
 
+class BodySizeLimit:
+    """Refuses request bodies over the limit, with or without a Content-Length header:
+    the body is read up to the limit before the app sees it (a chunked upload is
+    counted as it arrives and refused at the limit)."""
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        messages = []
+        received = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                response = problem_response(
+                    Request(scope), 413, "Payload too large",
+                    f"request body is over the limit of {self.max_body_bytes} bytes",
+                    "payload-too-large")
+                await response(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replay = iter(messages)
+
+        async def replayed() -> Any:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> Response:
@@ -95,22 +133,12 @@ def _title(status: int) -> str:
 
 
 class RequestContextMiddleware(BaseHTTPMiddleware):
-    """Gives each request an id (``X-Request-ID``), refuses oversized bodies before they
-    are read, and records request metrics."""
-
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
-        super().__init__(app)
-        self.max_body_bytes = max_body_bytes
+    """Gives each request an id (``X-Request-ID``) and records request metrics."""
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         incoming = request.headers.get("x-request-id", "")
         request.state.request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() \
             else uuid.uuid4().hex
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body_bytes:
-            return problem_response(request, 413, "Payload too large",
-                                    f"request body is {length} bytes, over the limit of "
-                                    f"{self.max_body_bytes} bytes", "payload-too-large")
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")

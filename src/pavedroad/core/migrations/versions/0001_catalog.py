@@ -60,10 +60,10 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['location_id'], ['catalog_locations.id'], name=op.f('fk_catalog_entities_location_id_catalog_locations'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('uid', name=op.f('pk_catalog_entities')),
-    sa.UniqueConstraint('entity_ref', name=op.f('uq_catalog_entities_entity_ref'))
+    sa.PrimaryKeyConstraint('uid', name=op.f('pk_catalog_entities'))
     )
     with op.batch_alter_table('catalog_entities', schema=None) as batch_op:
+        batch_op.create_index('ix_catalog_entities_entity_ref', ['entity_ref'], unique=True)
         batch_op.create_index(batch_op.f('ix_catalog_entities_location_id'), ['location_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_catalog_entities_source_key'), ['source_key'], unique=False)
 
@@ -116,6 +116,7 @@ def downgrade() -> None:
     with op.batch_alter_table('catalog_entities', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_catalog_entities_source_key'))
         batch_op.drop_index(batch_op.f('ix_catalog_entities_location_id'))
+        batch_op.drop_index('ix_catalog_entities_entity_ref')
 
     op.drop_table('catalog_entities')
     op.drop_table('catalog_state')
