@@ -20,7 +20,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from pavedroad.core.db import Base
 from pavedroad.core.timeutil import utcnow
 
-
 ENTITY_REF_INDEX = "ix_catalog_entities_entity_ref"
 
 

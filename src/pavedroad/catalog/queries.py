@@ -39,7 +39,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from pavedroad.catalog.models import (
-    ENTITY_REF_INDEX,
     EntityRow,
     LocationRow,
     RelationRow,
@@ -52,6 +51,7 @@ from pavedroad.core.errors import InputError, NotFoundError
 Predicate = dict[str, Any] | None
 
 MAX_LIMIT = 1000
+SMALL_MATCH = 5000  # up to this many matches, facets are counted from the matches
 DEFAULT_LIMIT = 50
 
 
@@ -370,8 +370,9 @@ class CatalogReader:
             query, after, backwards = _resume(decode_cursor(cursor), query)
         text = full_text_clause(query.full_text, query.full_text_fields)
         where = and_(filter_clause(query.filter), text)
-        total = self.cached(("count", json.dumps(query.to_dict(), sort_keys=True)), lambda: (
-            self.session.scalar(select(func.count()).select_from(EntityRow).where(where)) or 0))
+        total = self.count(query.filter, query.full_text) if not query.full_text_fields else \
+            self.cached(("count", json.dumps(query.to_dict(), sort_keys=True)), lambda: (
+                self.session.scalar(select(func.count()).select_from(EntityRow).where(where)) or 0))
         keys = [(_sort_expression(name), direction) for name, direction in query.order]
         keys.append((EntityRow.entity_ref, "asc"))
         walk = not query.order and self._walk_in_order(total)
@@ -409,9 +410,7 @@ class CatalogReader:
     def _walk_in_order(self, matches: int) -> bool:
         """When many entities match, walking entities in ref order and stopping after a
         page beats collecting every match and sorting it (SQLite cannot tell which)."""
-        everything = self.cached(("count", "all"), lambda: (
-            self.session.scalar(select(func.count()).select_from(EntityRow)) or 0))
-        return matches * 20 >= everything
+        return matches * 20 >= self.count()
 
     def cached(self, key: tuple[str, ...], compute: Callable[[], _T]) -> _T:
         """A value computed once per catalog generation (every catalog write makes a new
@@ -532,11 +531,48 @@ class CatalogReader:
 
     def facets(self, names: Sequence[str], predicate: Predicate = None,
                full_text: str = "") -> dict[str, list[dict[str, Any]]]:
-        """Counts per value of each field, among the entities matching the filter."""
-        scope = json.dumps([predicate, full_text], sort_keys=True)
+        """Counts per value of each field, among the entities matching the filter.
+
+        Cached per catalog generation. A narrow filter (up to ``SMALL_MATCH`` entities) is
+        counted from its matches, all fields in one query; a broad one per field, by
+        scanning that field's index range."""
+        scope = json.dumps([predicate, full_text.strip().lower()], sort_keys=True)
+        restricted = predicate is not None or bool(full_text.strip())
+        if restricted and len(names) > 1 and self.count(predicate, full_text) <= SMALL_MATCH:
+            counts = self.cached(("facets", json.dumps(sorted(names)), scope),
+                                 lambda: self._facets_from_matches(names, predicate, full_text))
+            return {name: counts[name] for name in names}
         return {name: self.cached(("facet", name, scope),
                                   lambda name=name: self._facet(name, predicate, full_text))  # type: ignore[misc]
                 for name in names}
+
+    def count(self, predicate: Predicate = None, full_text: str = "") -> int:
+        """How many entities match (cached per catalog generation)."""
+        query = EntityQuery(filter=predicate, full_text=full_text)
+        return self.cached(("count", json.dumps(query.to_dict(), sort_keys=True)), lambda: (
+            self.session.scalar(select(func.count()).select_from(EntityRow).where(
+                filter_clause(predicate), full_text_clause(full_text, []))) or 0))
+
+    def _facets_from_matches(self, names: Sequence[str], predicate: Predicate,
+                             full_text: str) -> dict[str, list[dict[str, Any]]]:
+        matches = (select(EntityRow.uid.label("uid"))
+                   .where(filter_clause(predicate), full_text_clause(full_text, []))
+                   .cte("matches"))
+        plain = [n for n in names if not n.lower().startswith("relations.")]
+        keys = {n.lower(): n for n in plain}
+        counts: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+        statement = (select(SearchRow.key, func.min(SearchRow.original_value), func.count())
+                     .select_from(matches)
+                     .join(SearchRow, SearchRow.entity_uid == matches.c.uid)
+                     .where(SearchRow.key.in_(list(keys)), SearchRow.value.is_not(None))
+                     .group_by(SearchRow.key, SearchRow.value))
+        for key, value, count in self.session.execute(statement) if keys else ():
+            counts[keys[key]].append({"value": value, "count": count})
+        for name in names:
+            if name not in keys:
+                counts[name] = self._facet(name, predicate, full_text)
+            counts[name].sort(key=lambda c: (str(c["value"]).lower(), str(c["value"])))
+        return counts
 
     def _facet(self, name: str, predicate: Predicate, full_text: str) -> list[dict[str, Any]]:
         restricted = predicate is not None or bool(full_text.strip())

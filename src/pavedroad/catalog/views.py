@@ -182,7 +182,7 @@ def catalog_page(request: Request, service: Catalog, q: str = "", cursor: str | 
             notice = "That page link no longer works, so this is the first page."
             page, first, cursor = reader.query(query), 0, None
         facets = _facet_views(reader, selection, page)
-        portal_data.facet_counter.warm(service, portal_data.generation(reader), _warm_plan)
+        portal_data.facet_warmer.warm(service, _warm_plan)
     rows = [_row(entity) for entity in page.items]
     pager = _pager(selection, page, first, cursor or None)
     kind_values = selection.values["kind"]
@@ -195,7 +195,7 @@ def catalog_page(request: Request, service: Catalog, q: str = "", cursor: str | 
 
 
 def _facet_views(reader: CatalogReader, selection: CatalogSelection, page: Page) -> list[FacetView]:
-    counts = _facet_counts(reader, selection, page.total)
+    counts = _facet_counts(reader, selection)
     views = []
     for facet in FACETS:
         values = _facet_values(facet, counts.get(facet.field, []), selection)
@@ -219,20 +219,17 @@ def _facet_scopes(selection: CatalogSelection) -> list[tuple[FacetScope, list[st
     return list(scopes.values())
 
 
-def _facet_counts(reader: CatalogReader, selection: CatalogSelection, total: int) -> dict[str, Any]:
-    at = portal_data.generation(reader)
-    full = FacetScope(selection.filter(), selection.q)
+def _facet_counts(reader: CatalogReader, selection: CatalogSelection) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     for scope, fields in _facet_scopes(selection):
-        counts.update(portal_data.facet_counter.counts(
-            reader, at, scope, fields, matching=total if scope.key() == full.key() else None))
+        counts.update(portal_data.facet_counts(reader, scope, fields))
     return counts
 
 
-def _warm_plan(reader: CatalogReader, at: int) -> list[tuple[FacetScope, list[str]]]:
+def _warm_plan(reader: CatalogReader) -> list[tuple[FacetScope, list[str]]]:
     """What the catalog's first page and its kind pages (APIs, Teams, ...) count."""
     plan = _facet_scopes(CatalogSelection.empty())
-    kinds = portal_data.facet_counter.counts(reader, at, FacetScope(), ["kind"])["kind"]
+    kinds = portal_data.facet_counts(reader, FacetScope(), ["kind"])["kind"]
     for item in sorted(kinds, key=lambda k: -k["count"])[:WARM_KINDS]:
         selection = CatalogSelection.empty()
         selection.values["kind"] = [str(item["value"])]

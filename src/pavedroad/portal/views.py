@@ -42,14 +42,11 @@ def mount_portal(app: FastAPI) -> None:
 
 def home_page(request: Request, service: CatalogService) -> Response:
     with service.reader() as reader:
-        at = portal_data.generation(reader)
-        total = portal_data.memo.get(reader, at, "total",
-                                     lambda: portal_data.entity_total(reader.session))
-        kinds = portal_data.facet_counter.counts(
-            reader, at, portal_data.FacetScope(), ["kind"])["kind"]
-        recent = portal_data.memo.get(reader, at, "recent", lambda: portal_data.recent_entities(
+        total = reader.count()
+        kinds = reader.facets(["kind"])["kind"]
+        recent = reader.cached(("portal", "recent"), lambda: portal_data.recent_entities(
             reader.session, RECENT_LIMIT)) if total else []
-        summary = portal_data.memo.get(reader, at, "summary", reader.processing_summary)
+        summary = reader.cached(("portal", "summary"), reader.processing_summary)
     kinds = sorted(kinds, key=lambda k: (-k["count"], str(k["value"]).lower()))
     return render(request, "portal/home.html", {
         "title": "Home", "total": total, "kinds": kinds, "recent": recent, "summary": summary})
