@@ -220,6 +220,7 @@ def _walk(client, path, params, cursor_param="cursor"):
         {"limit": 4, "order": ["spec.type,desc", "metadata.name"], "filter": "kind=component"},
         {"limit": 3, "q": "team"},
         {"limit": 1, "filter": ["kind=domain", "kind=system"]},
+        {"limit": 2, "filter": "kind=domain"},  # exactly one full page: no nextCursor
     ],
 )
 def test_cursor_paging_forward_and_back(client, demo, params):

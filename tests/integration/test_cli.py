@@ -129,13 +129,6 @@ def test_version(tmp_path):
     assert version.stdout.startswith("pave ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: pavedroad/cli/main.py has no `if __name__ == '__main__': main()`, so "
-        "`python -m pavedroad.cli.main --help` prints nothing and exits 0"
-    ),
-)
 def test_python_dash_m_runs_the_cli(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pavedroad.cli.main", "--help"],

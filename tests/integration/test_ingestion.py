@@ -1061,14 +1061,6 @@ def test_background_refresh_picks_up_changes(make_settings, make_app, tmp_path):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: Ingester._add_children raises on the first target that leads back to an "
-        "ancestor, so a glob that also matches the Location's own file (./*.yaml) rejects the "
-        "Location entity itself and drops every target after that file"
-    ),
-)
 def test_glob_matching_the_location_file_itself_keeps_the_other_targets(catalog, tmp_path):
     write_docs(tmp_path / "all.yaml", location_doc("all", "./*.yaml"))
     for name in ("a", "b", "c"):
@@ -1128,18 +1120,6 @@ def test_concurrent_refreshes_of_one_source_do_not_fail(request, catalog, databa
     # Two people pressing "refresh" at once, or a refresh next to the background worker.
     import threading
 
-    if database_url.startswith("postgresql"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "src bug: CatalogService.refresh_entity calls Ingester.process_source "
-                    "without claiming the source's lease, so concurrent refreshes both insert "
-                    "the new entities and PostgreSQL raises UniqueViolation "
-                    "(ix_catalog_entities_entity_ref) - a 500 from POST /refresh"
-                ),
-            )
-        )
     path = write_docs(tmp_path / "a.yaml", component("anchor"))
     register(catalog, path)
     failures: list[str] = []
@@ -1170,18 +1150,6 @@ def test_concurrent_registrations_of_one_target_conflict_cleanly(
 
     from pavedroad.core.errors import ConflictError
 
-    if database_url.startswith("postgresql"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "src bug: Ingester.add_location checks for an existing location and then "
-                    "inserts; on PostgreSQL concurrent registrations of one target raise "
-                    "IntegrityError (ix_catalog_locations_type_target) - a 500 from POST "
-                    "/locations - instead of ConflictError (409)"
-                ),
-            )
-        )
 
     outcomes: list[str] = []
     for round_ in range(8):

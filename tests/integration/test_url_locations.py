@@ -223,14 +223,6 @@ def test_non_http_schemes_are_refused(url_client):
         assert "http" in response.json()["detail"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug (security): Ingester._add_children lets a Location entity read from a URL "
-        "name `type: file` targets, so a remote catalog file makes the server ingest any "
-        "YAML file on its own disk"
-    ),
-)
 def test_remote_catalog_cannot_pull_in_server_files(http_server, url_client, tmp_path):
     private = write_docs(
         tmp_path / "server-local" / "private.yaml",

@@ -15,7 +15,13 @@ from pydantic import BaseModel, Field
 
 from pavedroad.catalog.api import Catalog, page_body, split_fields
 from pavedroad.catalog.processing import EntityValidationError
-from pavedroad.catalog.queries import EntityQuery, clamp_limit, parse_filters, parse_order
+from pavedroad.catalog.queries import (
+    MAX_LIMIT,
+    EntityQuery,
+    clamp_limit,
+    parse_filters,
+    parse_order,
+)
 from pavedroad.catalog.refs import EntityRef
 from pavedroad.core.errors import InputError
 
@@ -52,23 +58,28 @@ def _order_params(raw: list[str]) -> list[tuple[str, str]]:
     return parse_order(result)
 
 
-def _offset_limit(limit: int | None) -> int:
-    return clamp_limit(limit if limit is not None else 1000)
-
-
 @router.get("/entities", summary="All matching entities as a bare array")
 def entities(service: Catalog, filter: list[str] | None = Query(None),
-             fields: list[str] | None = Query(None), limit: int | None = None,
+             fields: list[str] | None = Query(None),
+             limit: Annotated[int | None, Query(ge=0)] = None,
              offset: Annotated[int | None, Query(ge=0)] = None,
              after: str | None = None, order: list[str] | None = Query(None)) -> Response:
+    """Without ``limit``, every match (as Backstage answers); with it, one page and a
+    ``link`` header to the next."""
     query = EntityQuery(filter=parse_filters(filter or []), order=_order_params(order or []),
-                        limit=_offset_limit(limit), fields=split_fields(fields), offset=offset or 0)
+                        limit=clamp_limit(limit if limit is not None else MAX_LIMIT),
+                        fields=split_fields(fields), offset=offset or 0)
+    items: list[Any] = []
     with service.reader() as reader:
         page = reader.query(query, after)
+        items.extend(page.items)
+        while limit is None and page.next_cursor:
+            page = reader.query(query, page.next_cursor)
+            items.extend(page.items)
     headers = {}
     if page.next_cursor and limit is not None:
         headers["link"] = f'<?after={page.next_cursor}>; rel="next"'
-    return JSONResponse(page.items, headers=headers)
+    return JSONResponse(items, headers=headers)
 
 
 @router.get("/entities/by-query", summary="A page of matching entities with a cursor")

@@ -23,6 +23,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pavedroad.catalog.models import (
@@ -139,7 +140,10 @@ class Ingester:
             row = LocationRow(id=new_id(), type=type_, target=target, origin=origin,
                               created_by=created_by, created_at=utcnow())
             session.add(row)
-            session.flush()
+            try:
+                session.flush()
+            except IntegrityError:  # registered at the same moment by another request
+                raise ConflictError(f"Location {type_}:{target} already exists") from None
             session.add(SourceRow(key=ROOT_PREFIX + row.id, location_id=row.id,
                                   presence="required", errors=[], next_refresh_at=utcnow()))
             _bump_generation(session)
@@ -324,7 +328,11 @@ class Ingester:
     def _write_source(self, session: Session, source: SourceRow, location: LocationRow,
                       outcome: SourceOutcome, report: RefreshReport) -> bool:
         """Reconcile one source's outcome; True when anything visible changed."""
-        if session.scalar(select(SourceRow.key).where(SourceRow.key == source.key)) is None:
+        # Lock the source row: concurrent writers of one source (an on-demand refresh
+        # beside the background one) take turns, and each sees what the other wrote.
+        locked = session.scalar(select(SourceRow.key).where(SourceRow.key == source.key)
+                                .with_for_update())
+        if locked is None:
             return False  # dropped by its parent earlier in this batch: its read is stale
         before = (report.written, report.orphaned)
         report.sources += 1

@@ -291,6 +291,9 @@ class SourceReader:
         if child_type not in self.settings.catalog.allowed_location_types:
             raise InputError(f"Location type {child_type!r} is not allowed "
                              "(catalog.allowed_location_types)")
+        if child_type == "file" and context.location_type != "file":
+            raise InputError(f"Location {EntityRef.of(entity)} was read from "
+                             f"{context.location_key} and cannot point at files on the server")
         targets = [spec["target"]] if spec.get("target") else []
         targets += spec.get("targets") or []
         presence = spec.get("presence", "required")
@@ -301,8 +304,11 @@ class SourceReader:
             if child_type == "url":
                 check_url(target, self.settings.catalog.allowed_hosts,
                           self.settings.catalog.allow_private_network)
+            globbed = child_type == "file" and bool(GLOB_CHARS & set(target))
             for expanded in self._expand(child_type, target):
                 key = f"{child_type}:{expanded}"
+                if globbed and key == task.key:
+                    continue  # a glob like ./*.yaml also matches the file that holds it
                 if len(key) > MAX_SOURCE_KEY:
                     raise InputError(f"Location target is longer than {MAX_SOURCE_KEY} characters")
                 if key == task.key or key in task.ancestors:

@@ -153,3 +153,7 @@ def main() -> None:
     except ProblemError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
