@@ -24,8 +24,9 @@ from pavedroad.settings import Settings
 log = logging.getLogger("pavedroad")
 
 
-def create_app(settings: Settings | None = None, *, background: bool = False,
-               database: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, background: bool = False, database: Database | None = None
+) -> FastAPI:
     """Build the app. With ``background=True`` the app also runs the reconcilers
     (catalog refresh) while it serves; ``pave up`` does, ``pave server`` may not."""
     settings = settings or Settings()
@@ -44,8 +45,14 @@ def create_app(settings: Settings | None = None, *, background: bool = False,
         if runner:
             runner.stop()
 
-    app = FastAPI(title="Pavedroad", version=__version__, docs_url="/api/docs",
-                  openapi_url="/api/openapi.json", redoc_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="Pavedroad",
+        version=__version__,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.db = db
     app.state.catalog = catalog
@@ -93,14 +100,25 @@ class _CatalogCollector:
         with self.catalog.reader() as reader:
             kinds = reader.facets(["kind"])["kind"]
             status = reader.processing_summary()
-        entities = GaugeMetricFamily("pavedroad_catalog_entities", "Entities in the catalog", labels=["kind"])
+        entities = GaugeMetricFamily(
+            "pavedroad_catalog_entities", "Entities in the catalog", labels=["kind"]
+        )
         for item in kinds:
             entities.add_metric([str(item["value"])], item["count"])
         yield entities
-        yield GaugeMetricFamily("pavedroad_catalog_locations", "Registered and configured locations",
-                                value=status["locations"])
-        yield GaugeMetricFamily("pavedroad_catalog_sources", "Files and URLs the catalog reads",
-                                value=status["sources"])
-        yield GaugeMetricFamily("pavedroad_catalog_sources_with_errors",
-                                "Sources whose last read had errors", value=status["sources_with_errors"])
-        yield GaugeMetricFamily("pavedroad_catalog_orphans", "Orphaned entities", value=status["orphans"])
+        yield GaugeMetricFamily(
+            "pavedroad_catalog_locations",
+            "Registered and configured locations",
+            value=status["locations"],
+        )
+        yield GaugeMetricFamily(
+            "pavedroad_catalog_sources", "Files and URLs the catalog reads", value=status["sources"]
+        )
+        yield GaugeMetricFamily(
+            "pavedroad_catalog_sources_with_errors",
+            "Sources whose last read had errors",
+            value=status["sources_with_errors"],
+        )
+        yield GaugeMetricFamily(
+            "pavedroad_catalog_orphans", "Orphaned entities", value=status["orphans"]
+        )

@@ -127,5 +127,7 @@ def _config_file() -> Path | None:
         return Path(explicit)
     candidates = [Path.cwd() / "pavedroad.yaml"]
     home = os.environ.get("PAVEDROAD_HOME")
-    candidates.append(Path(home) / "pavedroad.yaml" if home else Path.home() / ".pavedroad" / "pavedroad.yaml")
+    candidates.append(
+        Path(home) / "pavedroad.yaml" if home else Path.home() / ".pavedroad" / "pavedroad.yaml"
+    )
     return next((p for p in candidates if p.is_file()), None)

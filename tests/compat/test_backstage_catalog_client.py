@@ -38,8 +38,12 @@ def node_client() -> Path:
     for name in ("package.json", "check.js"):
         shutil.copy(HERE / name, CACHE / name)
     if not (CACHE / "node_modules" / "@backstage" / "catalog-client").is_dir():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=CACHE,
-                       check=True, timeout=300)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--silent"],
+            cwd=CACHE,
+            check=True,
+            timeout=300,
+        )
     return CACHE
 
 
@@ -70,9 +74,15 @@ def test_catalog_client_works_unchanged(node_client: Path, server: str, tmp_path
     extra = tmp_path / "extra.yaml"
     extra.write_text(
         "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: compat-extra\n"
-        "spec:\n  type: service\n  lifecycle: experimental\n  owner: group:platform-team\n")
-    run = subprocess.run(["node", "check.js", server, str(extra)], cwd=node_client,
-                         capture_output=True, text=True, timeout=120)
+        "spec:\n  type: service\n  lifecycle: experimental\n  owner: group:platform-team\n"
+    )
+    run = subprocess.run(
+        ["node", "check.js", server, str(extra)],
+        cwd=node_client,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
 

@@ -1150,7 +1150,6 @@ def test_concurrent_registrations_of_one_target_conflict_cleanly(
 
     from pavedroad.core.errors import ConflictError
 
-
     outcomes: list[str] = []
     for round_ in range(8):
         path = write_docs(tmp_path / f"r{round_}.yaml", component(f"r{round_}"))

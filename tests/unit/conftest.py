@@ -39,8 +39,9 @@ def pipeline(unit_settings: Settings) -> EntityPipeline:
 
 
 @pytest.fixture
-def process(pipeline: EntityPipeline, unit_settings: Settings,
-            tmp_path: Path) -> Callable[..., ProcessedEntity]:
+def process(
+    pipeline: EntityPipeline, unit_settings: Settings, tmp_path: Path
+) -> Callable[..., ProcessedEntity]:
     """Process an entity as if read from ``tmp_path/catalog-info.yaml``."""
 
     def read(relative: str) -> bytes:

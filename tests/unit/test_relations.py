@@ -45,8 +45,15 @@ FIELDS = [
     ("Domain", "subdomainOf", "partOf", "hasPart", "domain"),
     ("Template", "owner", "ownedBy", "ownerOf", "group"),
 ]
-LIST_FIELDS = {"providesApis", "consumesApis", "dependsOn", "dependencyOf", "memberOf",
-               "children", "members"}
+LIST_FIELDS = {
+    "providesApis",
+    "consumesApis",
+    "dependsOn",
+    "dependencyOf",
+    "memberOf",
+    "children",
+    "members",
+}
 
 
 def _spec_with(kind: str, field: str, value: str) -> dict[str, Any]:
@@ -60,9 +67,9 @@ def _relations_for(processed: ProcessedEntity, field_target: str) -> set[Relatio
 
 
 @pytest.mark.parametrize(("kind", "field", "outgoing", "incoming", "default_kind"), FIELDS)
-def test_relation_both_directions_with_default_kind(process: Process, kind: str, field: str,
-                                                    outgoing: str, incoming: str,
-                                                    default_kind: str | None) -> None:
+def test_relation_both_directions_with_default_kind(
+    process: Process, kind: str, field: str, outgoing: str, incoming: str, default_kind: str | None
+) -> None:
     target = "thing" if default_kind else "resource:thing"
     processed = process(entity(kind, namespace="ops", spec=_spec_with(kind, field, target)))
     me = f"{kind.lower()}:ops/orders"
@@ -74,11 +81,12 @@ def test_relation_both_directions_with_default_kind(process: Process, kind: str,
 
 
 @pytest.mark.parametrize(("kind", "field", "outgoing", "incoming", "default_kind"), FIELDS)
-def test_explicit_kind_and_namespace_win(process: Process, kind: str, field: str,
-                                         outgoing: str, incoming: str,
-                                         default_kind: str | None) -> None:
-    processed = process(entity(kind, namespace="ops",
-                               spec=_spec_with(kind, field, "Custom:Elsewhere/Thing")))
+def test_explicit_kind_and_namespace_win(
+    process: Process, kind: str, field: str, outgoing: str, incoming: str, default_kind: str | None
+) -> None:
+    processed = process(
+        entity(kind, namespace="ops", spec=_spec_with(kind, field, "Custom:Elsewhere/Thing"))
+    )
     target = "custom:elsewhere/thing"
     assert _relations_for(processed, target) == {
         Relation(f"{kind.lower()}:ops/orders", outgoing, target),
@@ -86,16 +94,25 @@ def test_explicit_kind_and_namespace_win(process: Process, kind: str, field: str
     }
 
 
-@pytest.mark.parametrize(("ref", "expected"), [
-    ("team-a", "group:ops/team-a"),  # the entity's namespace, not "default"
-    ("default/team-a", "group:default/team-a"),
-    ("user:jdoe", "user:ops/jdoe"),
-    ("User:Default/JDoe", "user:default/jdoe"),
-])
-def test_refs_are_relative_to_the_entitys_namespace(process: Process, ref: str,
-                                                    expected: str) -> None:
-    processed = process(entity("Component", namespace="ops",
-                               spec={"type": "service", "lifecycle": "production", "owner": ref}))
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("team-a", "group:ops/team-a"),  # the entity's namespace, not "default"
+        ("default/team-a", "group:default/team-a"),
+        ("user:jdoe", "user:ops/jdoe"),
+        ("User:Default/JDoe", "user:default/jdoe"),
+    ],
+)
+def test_refs_are_relative_to_the_entitys_namespace(
+    process: Process, ref: str, expected: str
+) -> None:
+    processed = process(
+        entity(
+            "Component",
+            namespace="ops",
+            spec={"type": "service", "lifecycle": "production", "owner": ref},
+        )
+    )
     assert processed.relations == [
         Relation("component:ops/orders", "ownedBy", expected),
         Relation(expected, "ownerOf", "component:ops/orders"),
@@ -110,16 +127,22 @@ def test_default_namespace_entity(process: Process) -> None:
     ]
 
 
-@pytest.mark.parametrize(("kind", "field"), [
-    ("Component", "dependsOn"), ("Component", "dependencyOf"),
-    ("Resource", "dependsOn"), ("Resource", "dependencyOf"),
-])
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [
+        ("Component", "dependsOn"),
+        ("Component", "dependencyOf"),
+        ("Resource", "dependsOn"),
+        ("Resource", "dependencyOf"),
+    ],
+)
 def test_dependency_without_kind_is_an_error(process: Process, kind: str, field: str) -> None:
     with pytest.raises(EntityValidationError) as caught:
         process(entity(kind, spec=_spec_with(kind, field, "orders-db")))
     assert caught.value.errors == [
         'Entity reference "orders-db" had missing or empty kind '
-        '(e.g. did not start with "component:" or similar)']
+        '(e.g. did not start with "component:" or similar)'
+    ]
     assert caught.value.ref == f"{kind.lower()}:default/orders"
 
 
@@ -130,11 +153,17 @@ def test_bad_reference_is_an_error(process: Process) -> None:
 
 
 def test_full_component(process: Process) -> None:
-    spec = {"type": "service", "lifecycle": "production", "owner": "team-a",
-            "subcomponentOf": "monolith", "providesApis": ["orders-api"],
-            "consumesApis": ["payments-api", "api:ops/stock-api"],
-            "dependsOn": ["resource:orders-db"], "dependencyOf": ["component:web"],
-            "system": "shop"}
+    spec = {
+        "type": "service",
+        "lifecycle": "production",
+        "owner": "team-a",
+        "subcomponentOf": "monolith",
+        "providesApis": ["orders-api"],
+        "consumesApis": ["payments-api", "api:ops/stock-api"],
+        "dependsOn": ["resource:orders-db"],
+        "dependencyOf": ["component:web"],
+        "system": "shop",
+    }
     me = "component:default/orders"
     processed = process(entity("Component", spec=spec))
     outgoing = [(r.type, r.target) for r in processed.relations if r.source == me]
@@ -162,9 +191,18 @@ def test_full_component(process: Process) -> None:
 
 
 def test_group_hierarchy_and_members(process: Process) -> None:
-    processed = process(entity("Group", name="platform", spec={
-        "type": "team", "parent": "engineering", "children": ["sre", "group:ops/dba"],
-        "members": ["jdoe", "user:ops/asmith"]}))
+    processed = process(
+        entity(
+            "Group",
+            name="platform",
+            spec={
+                "type": "team",
+                "parent": "engineering",
+                "children": ["sre", "group:ops/dba"],
+                "members": ["jdoe", "user:ops/asmith"],
+            },
+        )
+    )
     me = "group:default/platform"
     assert set(processed.relations) == {
         Relation(me, "childOf", "group:default/engineering"),
@@ -181,8 +219,14 @@ def test_group_hierarchy_and_members(process: Process) -> None:
 
 
 def test_user_member_of(process: Process) -> None:
-    processed = process(entity("User", name="jdoe", namespace="ops",
-                               spec={"memberOf": ["team-a", "group:default/everyone"]}))
+    processed = process(
+        entity(
+            "User",
+            name="jdoe",
+            namespace="ops",
+            spec={"memberOf": ["team-a", "group:default/everyone"]},
+        )
+    )
     assert processed.relations == [
         Relation("user:ops/jdoe", "memberOf", "group:ops/team-a"),
         Relation("group:ops/team-a", "hasMember", "user:ops/jdoe"),
@@ -197,14 +241,23 @@ def test_no_relations_without_references(process: Process, kind: str) -> None:
 
 
 def test_empty_lists_emit_nothing(process: Process) -> None:
-    spec = {"type": "service", "lifecycle": "production", "owner": "team-a",
-            "providesApis": [], "dependsOn": []}
+    spec = {
+        "type": "service",
+        "lifecycle": "production",
+        "owner": "team-a",
+        "providesApis": [],
+        "dependsOn": [],
+    }
     assert len(process(entity("Component", spec=spec)).relations) == 2
 
 
 def test_duplicate_relations_are_collapsed(process: Process) -> None:
-    spec = {"type": "service", "lifecycle": "production", "owner": "team-a",
-            "consumesApis": ["orders-api", "api:orders-api", "API:default/Orders-API"]}
+    spec = {
+        "type": "service",
+        "lifecycle": "production",
+        "owner": "team-a",
+        "consumesApis": ["orders-api", "api:orders-api", "API:default/Orders-API"],
+    }
     processed = process(entity("Component", spec=spec))
     consumes = [r for r in processed.relations if "consume" in r.type.lower()]
     assert consumes == [

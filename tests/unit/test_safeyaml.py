@@ -33,6 +33,7 @@ def _error(text: str | bytes, **limits: int) -> YamlError:
 
 # --- plain data -----------------------------------------------------------------------------
 
+
 def test_loads_plain_data() -> None:
     data = load_document("a: 1\nb: [x, 'y', 2.5, true, null]\nc: {d: e}\n")
     assert data == {"a": 1, "b": ["x", "y", 2.5, True, None], "c": {"d": "e"}}
@@ -50,15 +51,20 @@ def test_dump_keeps_key_order_and_unicode() -> None:
 
 # --- malformed YAML: line and column ----------------------------------------------------
 
-@pytest.mark.parametrize(("text", "line", "column", "message"), [
-    ("a: 1\nb: [1, 2\nc: 3\n", 3, 2, "did not find expected ',' or ']'"),
-    ("a:\n  b: 1\n c: 2\n", 3, 2, "did not find expected key"),
-    ("a:\n\tb: 1\n", 2, 1, "found character that cannot start any token"),
-    ("a: 'open\n", 2, 1, "found unexpected end of stream"),
-    ("- a\nb: c\n", 2, 1, "did not find expected '-' indicator"),
-])
-def test_malformed_yaml_names_line_and_column(text: str, line: int, column: int,
-                                              message: str) -> None:
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "message"),
+    [
+        ("a: 1\nb: [1, 2\nc: 3\n", 3, 2, "did not find expected ',' or ']'"),
+        ("a:\n  b: 1\n c: 2\n", 3, 2, "did not find expected key"),
+        ("a:\n\tb: 1\n", 2, 1, "found character that cannot start any token"),
+        ("a: 'open\n", 2, 1, "found unexpected end of stream"),
+        ("- a\nb: c\n", 2, 1, "did not find expected '-' indicator"),
+    ],
+)
+def test_malformed_yaml_names_line_and_column(
+    text: str, line: int, column: int, message: str
+) -> None:
     error = _error(text)
     assert (error.line, error.column) == (line, column)
     assert message in error.message
@@ -106,12 +112,15 @@ def test_expansion_limit_counts_every_expanded_node() -> None:
     assert "expands to more than 15 nodes" in _error(text, max_nodes=15).message
 
 
-@pytest.mark.parametrize("text", [
-    "a: &a [*a]\n",
-    "a: &a\n  b: *a\n",
-    "- &x\n  - &y\n    - *x\n",
-    "&top {loop: *top}\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: &a [*a]\n",
+        "a: &a\n  b: *a\n",
+        "- &x\n  - &y\n    - *x\n",
+        "&top {loop: *top}\n",
+    ],
+)
 def test_recursive_alias(text: str) -> None:
     error = _error(text)
     assert error.message == "recursive alias"
@@ -128,8 +137,9 @@ def test_ten_megabytes_is_refused_before_parsing() -> None:
     error = caught.value
     assert isinstance(error, PayloadTooLargeError) and isinstance(error, YamlError)
     assert error.status == 413 and error.to_problem()["status"] == 413
-    assert error.detail == (f"big.yaml: file is {len(data)} bytes, over the limit of "
-                            f"{1024 * 1024} bytes")
+    assert error.detail == (
+        f"big.yaml: file is {len(data)} bytes, over the limit of {1024 * 1024} bytes"
+    )
     assert error.line is None
     with pytest.raises(YamlTooLargeError):
         load_document(data, "big.yaml")
@@ -142,11 +152,14 @@ def test_size_limit_counts_utf8_bytes_of_text() -> None:
         load_document(text, limits=YamlLimits(max_bytes=22))
 
 
-@pytest.mark.parametrize("text", [
-    "a: " + "[" * 10_000 + "]" * 10_000 + "\n",  # flow
-    "a: " + "{b: " * 10_000 + "c" + "}" * 10_000 + "\n",  # flow mappings
-    "- " * 10_000 + "x\n",  # block sequences, one per level
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: " + "[" * 10_000 + "]" * 10_000 + "\n",  # flow
+        "a: " + "{b: " * 10_000 + "c" + "}" * 10_000 + "\n",  # flow mappings
+        "- " * 10_000 + "x\n",  # block sequences, one per level
+    ],
+)
 def test_ten_thousand_levels_of_nesting(text: str) -> None:
     started = time.perf_counter()
     error = _error(text)
@@ -170,12 +183,16 @@ def test_depth_limit_boundary() -> None:
 
 # --- ambiguity and unsafe tags ---------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "key", "line", "column"), [
-    ("a: 1\nb: 2\na: 3\n", "a", 3, 1),
-    ("spec:\n  owner: x\n  type: y\n  owner: z\n", "owner", 4, 3),
-    ("{a: 1, a: 2}\n", "a", 1, 8),
-    ("1: x\n1: y\n", "1", 2, 1),
-])
+
+@pytest.mark.parametrize(
+    ("text", "key", "line", "column"),
+    [
+        ("a: 1\nb: 2\na: 3\n", "a", 3, 1),
+        ("spec:\n  owner: x\n  type: y\n  owner: z\n", "owner", 4, 3),
+        ("{a: 1, a: 2}\n", "a", 1, 8),
+        ("1: x\n1: y\n", "1", 2, 1),
+    ],
+)
 def test_duplicate_keys_name_the_line(text: str, key: object, line: int, column: int) -> None:
     error = _error(text)
     assert error.message == f"duplicate key {key!r}"
@@ -190,26 +207,32 @@ def test_collection_keys_are_refused() -> None:
     assert _error("? [a, b]\n: 1\n").message == "mapping keys must be scalars"
 
 
-@pytest.mark.parametrize(("text", "tag"), [
-    ("a: !!python/object:os.system {}\n", "!!python/object:os.system"),
-    ("a: !!python/object/apply:os.system ['echo pwned']\n", "!!python/object/apply:os.system"),
-    ("a: !!python/object/new:os.system [x]\n", "!!python/object/new:os.system"),
-    ("a: !!python/name:os.system\n", "!!python/name:os.system"),
-    ("a: !!python/module:os\n", "!!python/module:os"),
-    ("a: !!python/tuple [1, 2]\n", "!!python/tuple"),
-    ("a: !custom x\n", "!custom"),
-])
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("a: !!python/object:os.system {}\n", "!!python/object:os.system"),
+        ("a: !!python/object/apply:os.system ['echo pwned']\n", "!!python/object/apply:os.system"),
+        ("a: !!python/object/new:os.system [x]\n", "!!python/object/new:os.system"),
+        ("a: !!python/name:os.system\n", "!!python/name:os.system"),
+        ("a: !!python/module:os\n", "!!python/module:os"),
+        ("a: !!python/tuple [1, 2]\n", "!!python/tuple"),
+        ("a: !custom x\n", "!custom"),
+    ],
+)
 def test_python_and_unknown_tags_are_refused(text: str, tag: str) -> None:
     error = _error(text)
     assert error.message == f"tag {tag} is not allowed (only plain YAML data is accepted)"
     assert (error.line, error.column) == (1, 4)
 
 
-@pytest.mark.parametrize(("data", "byte"), [
-    (b"a: \xff\xfe\n", 3),
-    (b"name: caf\xe9\n", 9),
-    (b"\xc3", 0),
-])
+@pytest.mark.parametrize(
+    ("data", "byte"),
+    [
+        (b"a: \xff\xfe\n", 3),
+        (b"name: caf\xe9\n", 9),
+        (b"\xc3", 0),
+    ],
+)
 def test_non_utf8_bytes(data: bytes, byte: int) -> None:
     with pytest.raises(YamlError) as caught:
         load_documents(data, "latin1.yaml")
@@ -265,7 +288,9 @@ def test_document_marker_inside_a_block_scalar() -> None:
     text = "a: |\n  ---\n  text\n  ...\nb: >\n  foo\n  --- bar\n---\nc: 3\n"
     documents = load_documents(text)
     assert [(d.line, d.data) for d in documents] == [
-        (1, {"a": "---\ntext\n...\n", "b": "foo --- bar\n"}), (9, {"c": 3})]
+        (1, {"a": "---\ntext\n...\n", "b": "foo --- bar\n"}),
+        (9, {"c": 3}),
+    ]
 
 
 def test_document_end_markers_and_directives() -> None:
@@ -273,11 +298,14 @@ def test_document_end_markers_and_directives() -> None:
     assert [(d.line, d.data) for d in documents] == [(3, {"a": 1}), (6, {"b": 2})]
 
 
-@pytest.mark.parametrize("text", [
-    "---\n---\n# only a comment\n---\na: 1\n---\n",
-    "a: 1\n---\n",
-    "---\na: 1\n...\n---\n...\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "---\n---\n# only a comment\n---\na: 1\n---\n",
+        "a: 1\n---\n",
+        "---\na: 1\n...\n---\n...\n",
+    ],
+)
 def test_empty_documents_are_skipped(text: str) -> None:
     assert [d.data for d in load_documents(text)] == [{"a": 1}]
 
@@ -295,6 +323,7 @@ def test_nothing_but_empty_documents(text: str) -> None:
 
 
 # --- load_document --------------------------------------------------------------------------
+
 
 def test_load_document_raises_the_documents_error() -> None:
     with pytest.raises(YamlError) as caught:
@@ -327,19 +356,23 @@ def test_load_document_refuses_unsafe_tags_and_bombs() -> None:
 # Backstage reads catalog files with the `yaml` package (YAML 1.2 core schema, merge keys
 # off, uniqueKeys on, maxAliasCount 100): plugins/catalog-backend/src/modules/util/parse.ts.
 
+
 def test_aliases_to_scalars_count() -> None:
     text = "a: &a x\nb: [" + ", ".join(["*a"] * 101) + "]\n"
     assert _error(text).message == "more than 100 aliases"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("a: yes", {"a": "yes"}),
-    ("a: off", {"a": "off"}),
-    ("a: 2021-01-01", {"a": "2021-01-01"}),
-    ("a: 1:20", {"a": "1:20"}),
-    ("a: 1_000", {"a": "1_000"}),
-    ("1: a", {"1": "a"}),
-    ("b: &b {x: 1}\nm: {<<: *b}", {"b": {"x": 1}, "m": {"<<": {"x": 1}}}),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: yes", {"a": "yes"}),
+        ("a: off", {"a": "off"}),
+        ("a: 2021-01-01", {"a": "2021-01-01"}),
+        ("a: 1:20", {"a": "1:20"}),
+        ("a: 1_000", {"a": "1_000"}),
+        ("1: a", {"1": "a"}),
+        ("b: &b {x: 1}\nm: {<<: *b}", {"b": {"x": 1}, "m": {"<<": {"x": 1}}}),
+    ],
+)
 def test_yaml_1_2_core_schema(text: str, expected: object) -> None:
     assert load_document(text) == expected

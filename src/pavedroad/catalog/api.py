@@ -71,29 +71,42 @@ def page_body(page: Page) -> dict[str, Any]:
 
 
 def location_out(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "type": row.type, "target": row.target, "origin": row.origin,
-            "createdAt": isoformat(row.created_at)}
+    return {
+        "id": row.id,
+        "type": row.type,
+        "target": row.target,
+        "origin": row.origin,
+        "createdAt": isoformat(row.created_at),
+    }
 
 
 @router.get("/entities", summary="List and search entities")
 def list_entities(
     service: Catalog,
-    filter: Annotated[list[str] | None, Query(description="field=value[,field=value]; repeat to OR")] = None,
+    filter: Annotated[
+        list[str] | None, Query(description="field=value[,field=value]; repeat to OR")
+    ] = None,
     q: Annotated[str, Query(max_length=200, description="full-text search")] = "",
     order: Annotated[list[str] | None, Query(description="field[,asc|desc]")] = None,
     fields: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=0, le=1000)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    query = EntityQuery(filter=parse_filters(filter or []), full_text=q,
-                        order=parse_order(order or []), limit=clamp_limit(limit),
-                        fields=split_fields(fields))
+    query = EntityQuery(
+        filter=parse_filters(filter or []),
+        full_text=q,
+        order=parse_order(order or []),
+        limit=clamp_limit(limit),
+        fields=split_fields(fields),
+    )
     with service.reader() as reader:
         return page_body(reader.query(query, cursor))
 
 
 @router.get("/entities/by-uid/{uid}", summary="Get an entity by uid")
-def get_by_uid(service: Catalog, uid: str, fields: list[str] | None = Query(None)) -> dict[str, Any]:
+def get_by_uid(
+    service: Catalog, uid: str, fields: list[str] | None = Query(None)
+) -> dict[str, Any]:
     with service.reader() as reader:
         return reader.get_by_uid(uid, split_fields(fields))
 
@@ -105,15 +118,21 @@ def get_by_refs(service: Catalog, body: RefsInput) -> dict[str, Any]:
 
 
 @router.get("/entities/{kind}/{namespace}/{name}", summary="Get an entity by ref")
-def get_entity(service: Catalog, kind: str, namespace: str, name: str,
-               fields: list[str] | None = Query(None)) -> dict[str, Any]:
+def get_entity(
+    service: Catalog, kind: str, namespace: str, name: str, fields: list[str] | None = Query(None)
+) -> dict[str, Any]:
     with service.reader() as reader:
         return reader.get_by_ref(EntityRef(kind, namespace, name), split_fields(fields))
 
 
 @router.get("/entities/{kind}/{namespace}/{name}/relations", summary="The entity's relation graph")
-def get_graph(service: Catalog, kind: str, namespace: str, name: str,
-              depth: Annotated[int, Query(ge=0, le=5)] = 1) -> dict[str, Any]:
+def get_graph(
+    service: Catalog,
+    kind: str,
+    namespace: str,
+    name: str,
+    depth: Annotated[int, Query(ge=0, le=5)] = 1,
+) -> dict[str, Any]:
     with service.reader() as reader:
         return reader.graph(str(EntityRef(kind, namespace, name)), depth)
 
@@ -132,32 +151,50 @@ def get_ancestry(service: Catalog, kind: str, namespace: str, name: str) -> dict
 
 
 @router.get("/facets", summary="Counts of each value of the given fields")
-def get_facets(service: Catalog, facet: Annotated[list[str], Query(min_length=1)],
-               filter: list[str] | None = Query(None), q: str = "") -> dict[str, Any]:
+def get_facets(
+    service: Catalog,
+    facet: Annotated[list[str], Query(min_length=1)],
+    filter: list[str] | None = Query(None),
+    q: str = "",
+) -> dict[str, Any]:
     with service.reader() as reader:
         return {"facets": reader.facets(facet, parse_filters(filter or []), q)}
 
 
 @router.get("/kinds", summary="The kinds the catalog accepts")
 def get_kinds(service: Catalog) -> list[dict[str, Any]]:
-    return [{"kind": k.kind, "apiVersions": list(k.api_versions), "description": k.description,
-             "schema": k.schema} for k in service.ingester.pipeline.kinds]
+    return [
+        {
+            "kind": k.kind,
+            "apiVersions": list(k.api_versions),
+            "description": k.description,
+            "schema": k.schema,
+        }
+        for k in service.ingester.pipeline.kinds
+    ]
 
 
 @router.get("/locations", summary="Registered and configured locations")
 def get_locations(service: Catalog) -> list[dict[str, Any]]:
     with service.reader() as reader:
-        return [location_out(row) | {"status": reader.location_status(row.id)} for row in reader.locations()]
+        return [
+            location_out(row) | {"status": reader.location_status(row.id)}
+            for row in reader.locations()
+        ]
 
 
 @router.post("/locations", status_code=201, summary="Register a location and ingest it")
-def post_location(service: Catalog, body: LocationInput, response: Response,
-                  dryRun: bool = False) -> dict[str, Any]:
+def post_location(
+    service: Catalog, body: LocationInput, response: Response, dryRun: bool = False
+) -> dict[str, Any]:
     if dryRun:
         entities, errors = service.preview_location(body.type, body.target)
         response.status_code = 200
-        return {"location": {"type": body.type, "target": body.target}, "entities": entities,
-                "errors": errors}
+        return {
+            "location": {"type": body.type, "target": body.target},
+            "entities": entities,
+            "errors": errors,
+        }
     row, entities = service.register_location(body.type, body.target)
     with service.reader() as reader:
         status = reader.location_status(row.id)
@@ -171,7 +208,9 @@ def get_location(service: Catalog, location_id: str) -> dict[str, Any]:
         return location_out(row) | {"status": reader.location_status(row.id)}
 
 
-@router.delete("/locations/{location_id}", status_code=204, summary="Unregister a location and its entities")
+@router.delete(
+    "/locations/{location_id}", status_code=204, summary="Unregister a location and its entities"
+)
 def delete_location(service: Catalog, location_id: str) -> Response:
     service.unregister_location(location_id)
     return Response(status_code=204)
@@ -187,8 +226,13 @@ def post_refresh(service: Catalog, body: RefreshInput) -> dict[str, Any]:
         report = service.refresh_location(body.locationId)
     else:
         raise InputError("give entityRef or locationId")
-    return {"sources": report.sources, "written": report.written, "unchanged": report.unchanged,
-            "orphaned": report.orphaned, "errors": report.errors}
+    return {
+        "sources": report.sources,
+        "written": report.written,
+        "unchanged": report.unchanged,
+        "orphaned": report.orphaned,
+        "errors": report.errors,
+    }
 
 
 @router.post("/validate", summary="Validate an entity without saving it")

@@ -59,16 +59,24 @@ def _order_params(raw: list[str]) -> list[tuple[str, str]]:
 
 
 @router.get("/entities", summary="All matching entities as a bare array")
-def entities(service: Catalog, filter: list[str] | None = Query(None),
-             fields: list[str] | None = Query(None),
-             limit: Annotated[int | None, Query(ge=0)] = None,
-             offset: Annotated[int | None, Query(ge=0)] = None,
-             after: str | None = None, order: list[str] | None = Query(None)) -> Response:
+def entities(
+    service: Catalog,
+    filter: list[str] | None = Query(None),
+    fields: list[str] | None = Query(None),
+    limit: Annotated[int | None, Query(ge=0)] = None,
+    offset: Annotated[int | None, Query(ge=0)] = None,
+    after: str | None = None,
+    order: list[str] | None = Query(None),
+) -> Response:
     """Without ``limit``, every match (as Backstage answers); with it, one page and a
     ``link`` header to the next."""
-    query = EntityQuery(filter=parse_filters(filter or []), order=_order_params(order or []),
-                        limit=clamp_limit(limit if limit is not None else MAX_LIMIT),
-                        fields=split_fields(fields), offset=offset or 0)
+    query = EntityQuery(
+        filter=parse_filters(filter or []),
+        order=_order_params(order or []),
+        limit=clamp_limit(limit if limit is not None else MAX_LIMIT),
+        fields=split_fields(fields),
+        offset=offset or 0,
+    )
     items: list[Any] = []
     with service.reader() as reader:
         page = reader.query(query, after)
@@ -83,18 +91,26 @@ def entities(service: Catalog, filter: list[str] | None = Query(None),
 
 
 @router.get("/entities/by-query", summary="A page of matching entities with a cursor")
-def by_query(service: Catalog, filter: list[str] | None = Query(None),
-             fields: list[str] | None = Query(None),
-             orderField: list[str] | None = Query(None),
-             fullTextFilterTerm: str = "", fullTextFilterFields: list[str] | None = Query(None),
-             limit: Annotated[int | None, Query(ge=0)] = None,
-             offset: Annotated[int | None, Query(ge=0)] = None,
-             cursor: str | None = None) -> dict[str, Any]:
-    query = EntityQuery(filter=parse_filters(filter or []), full_text=fullTextFilterTerm,
-                        full_text_fields=split_fields(fullTextFilterFields),
-                        order=parse_order(orderField or []),
-                        limit=clamp_limit(limit if limit is not None else 20),
-                        fields=split_fields(fields), offset=offset or 0)
+def by_query(
+    service: Catalog,
+    filter: list[str] | None = Query(None),
+    fields: list[str] | None = Query(None),
+    orderField: list[str] | None = Query(None),
+    fullTextFilterTerm: str = "",
+    fullTextFilterFields: list[str] | None = Query(None),
+    limit: Annotated[int | None, Query(ge=0)] = None,
+    offset: Annotated[int | None, Query(ge=0)] = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    query = EntityQuery(
+        filter=parse_filters(filter or []),
+        full_text=fullTextFilterTerm,
+        full_text_fields=split_fields(fullTextFilterFields),
+        order=parse_order(orderField or []),
+        limit=clamp_limit(limit if limit is not None else 20),
+        fields=split_fields(fields),
+        offset=offset or 0,
+    )
     with service.reader() as reader:
         return page_body(reader.query(query, cursor))
 
@@ -119,10 +135,15 @@ class PredicateFacetsInput(BaseModel):
 def by_predicate(service: Catalog, body: PredicateQueryInput) -> dict[str, Any]:
     full_text = body.fullTextFilter or {}
     order = parse_order(f"{o.get('field', '')},{o.get('order', 'asc')}" for o in body.orderBy or [])
-    query = EntityQuery(filter=body.query, full_text=str(full_text.get("term") or ""),
-                        full_text_fields=list(full_text.get("fields") or []), order=order,
-                        limit=clamp_limit(body.limit if body.limit is not None else 20),
-                        fields=body.fields or [], offset=body.offset or 0)
+    query = EntityQuery(
+        filter=body.query,
+        full_text=str(full_text.get("term") or ""),
+        full_text_fields=list(full_text.get("fields") or []),
+        order=order,
+        limit=clamp_limit(body.limit if body.limit is not None else 20),
+        fields=body.fields or [],
+        offset=body.offset or 0,
+    )
     with service.reader() as reader:
         return page_body(reader.query(query, body.cursor))
 
@@ -158,16 +179,21 @@ def ancestry(service: Catalog, kind: str, namespace: str, name: str) -> dict[str
 
 
 @router.post("/entities/by-refs")
-def by_refs(service: Catalog, body: ByRefsInput, fields: list[str] | None = Query(None),
-            filter: list[str] | None = Query(None)) -> dict[str, Any]:
+def by_refs(
+    service: Catalog,
+    body: ByRefsInput,
+    fields: list[str] | None = Query(None),
+    filter: list[str] | None = Query(None),
+) -> dict[str, Any]:
     wanted = body.fields or split_fields(fields)
     with service.reader() as reader:
         return {"items": reader.get_many(body.entityRefs, wanted, parse_filters(filter or []))}
 
 
 @router.get("/entity-facets")
-def entity_facets(service: Catalog, facet: list[str] = Query(...),
-                  filter: list[str] | None = Query(None)) -> dict[str, Any]:
+def entity_facets(
+    service: Catalog, facet: list[str] = Query(...), filter: list[str] | None = Query(None)
+) -> dict[str, Any]:
     with service.reader() as reader:
         return {"facets": reader.facets(facet, parse_filters(filter or []))}
 
@@ -175,7 +201,9 @@ def entity_facets(service: Catalog, facet: list[str] = Query(...),
 @router.get("/locations")
 def locations(service: Catalog) -> list[dict[str, Any]]:
     with service.reader() as reader:
-        return [{"data": {"id": r.id, "type": r.type, "target": r.target}} for r in reader.locations()]
+        return [
+            {"data": {"id": r.id, "type": r.type, "target": r.target}} for r in reader.locations()
+        ]
 
 
 @router.get("/locations/by-entity/{kind}/{namespace}/{name}")
@@ -196,19 +224,29 @@ def location(service: Catalog, location_id: str) -> dict[str, Any]:
 
 
 @router.post("/locations", status_code=201)
-def add_location(service: Catalog, request: Request, body: BackstageLocationInput,
-                 response: Response, dryRun: bool = False) -> dict[str, Any]:
+def add_location(
+    service: Catalog,
+    request: Request,
+    body: BackstageLocationInput,
+    response: Response,
+    dryRun: bool = False,
+) -> dict[str, Any]:
     allowed = service.settings.catalog.allowed_location_types
     if body.type not in allowed:
         raise InputError(f"Registered locations must be of an allowed type {json.dumps(allowed)}")
     if dryRun:
         entities, _errors = service.preview_location(body.type, body.target)
         response.status_code = 200
-        return {"location": {"id": "", "type": body.type, "target": body.target},
-                "entities": entities, "exists": False}
+        return {
+            "location": {"id": "", "type": body.type, "target": body.target},
+            "entities": entities,
+            "exists": False,
+        }
     row, entities = service.register_location(body.type, body.target)
-    return {"location": {"id": row.id, "type": row.type, "target": row.target},
-            "entities": entities}
+    return {
+        "location": {"id": row.id, "type": row.type, "target": row.target},
+        "entities": entities,
+    }
 
 
 @router.delete("/locations/{location_id}", status_code=204)
@@ -228,7 +266,13 @@ def validate_entity(service: Catalog, body: ValidateRequest) -> Response:
     try:
         service.validate_entity(body.entity, body.location)
     except EntityValidationError as exc:
-        errors = [{"name": "InputError", "message": message,
-                   "cause": {"name": "TypeError", "message": message}} for message in exc.errors]
+        errors = [
+            {
+                "name": "InputError",
+                "message": message,
+                "cause": {"name": "TypeError", "message": message},
+            }
+            for message in exc.errors
+        ]
         return JSONResponse({"errors": errors}, status_code=400)
     return Response(status_code=200)

@@ -167,7 +167,8 @@ class FileReader(LocationReader):
                 from pavedroad.core.errors import PayloadTooLargeError
 
                 raise PayloadTooLargeError(
-                    f"{target} is {size} bytes, over the limit of {self.max_bytes} bytes")
+                    f"{target} is {size} bytes, over the limit of {self.max_bytes} bytes"
+                )
             return path.read_bytes()
         except FileNotFoundError:
             raise NotFoundError(f"{target} does not exist") from None
@@ -200,9 +201,11 @@ class UrlReader(LocationReader):
         catalog = self.settings.catalog
         try:
             return outbound.fetch(
-                target, allowed_hosts=catalog.allowed_hosts,
+                target,
+                allowed_hosts=catalog.allowed_hosts,
                 allow_private_network=catalog.allow_private_network,
-                max_bytes=self.settings.yaml.max_bytes)
+                max_bytes=self.settings.yaml.max_bytes,
+            )
         except outbound.OutboundError as exc:
             if exc.extensions.get("not_found"):
                 raise NotFoundError(exc.detail) from None

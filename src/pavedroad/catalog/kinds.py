@@ -32,8 +32,13 @@ class KindSchema:
         return kind == self.kind and api_version in self.api_versions
 
 
-def _spec_schema(kind: str, api_versions: tuple[str, ...], required: list[str],
-                 properties: dict[str, Any], spec_required: bool = True) -> dict[str, Any]:
+def _spec_schema(
+    kind: str,
+    api_versions: tuple[str, ...],
+    required: list[str],
+    properties: dict[str, Any],
+    spec_required: bool = True,
+) -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["spec"] if spec_required else [],
@@ -70,48 +75,80 @@ _TEMPLATE_SPEC: dict[str, Any] = {
     "type": _STRING,
     "owner": _STRING,
     "lifecycle": _STRING,
-    "parameters": {"oneOf": [
-        _TEMPLATE_PARAMETERS, {"type": "array", "items": _TEMPLATE_PARAMETERS},
-    ]},
-    "secrets": {"type": "object", "properties": {"schema": {"type": "object"}}},
-    "presentation": {"type": "object", "properties": {"buttonLabels": {
-        "type": "object",
-        "properties": {
-            "backButtonText": {"type": "string"},
-            "createButtonText": {"type": "string"},
-            "reviewButtonText": {"type": "string"},
-        },
-    }}},
-    "EXPERIMENTAL_recovery": {
-        "type": "object", "properties": {"EXPERIMENTAL_strategy": {"type": "string"}},
+    "parameters": {
+        "oneOf": [
+            _TEMPLATE_PARAMETERS,
+            {"type": "array", "items": _TEMPLATE_PARAMETERS},
+        ]
     },
-    "EXPERIMENTAL_formDecorators": {"type": "array", "items": {
+    "secrets": {"type": "object", "properties": {"schema": {"type": "object"}}},
+    "presentation": {
         "type": "object",
-        "properties": {"id": {"type": "string"}, "input": {"type": "object"}},
-    }},
-    "steps": {"type": "array", "items": {
-        "type": "object",
-        "required": ["action"],
         "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "action": {"type": "string"},
-            "input": {"type": "object"},
-            "if": _CONDITION,
-            "backstage:permissions": _PERMISSIONS,
+            "buttonLabels": {
+                "type": "object",
+                "properties": {
+                    "backButtonText": {"type": "string"},
+                    "createButtonText": {"type": "string"},
+                    "reviewButtonText": {"type": "string"},
+                },
+            }
         },
-    }},
+    },
+    "EXPERIMENTAL_recovery": {
+        "type": "object",
+        "properties": {"EXPERIMENTAL_strategy": {"type": "string"}},
+    },
+    "EXPERIMENTAL_formDecorators": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {"id": {"type": "string"}, "input": {"type": "object"}},
+        },
+    },
+    "steps": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["action"],
+            "properties": {
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+                "action": {"type": "string"},
+                "input": {"type": "object"},
+                "if": _CONDITION,
+                "backstage:permissions": _PERMISSIONS,
+            },
+        },
+    },
     "output": {
         "type": "object",
         "properties": {
-            "links": {"type": "array", "items": {"type": "object", "properties": {
-                "if": _CONDITION, "url": _STRING, "entityRef": _STRING,
-                "title": _STRING, "icon": _STRING,
-            }}},
-            "text": {"type": "array", "items": {"type": "object", "properties": {
-                "if": _CONDITION, "title": _STRING, "icon": _STRING,
-                "content": {"type": "string"},
-            }}},
+            "links": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "if": _CONDITION,
+                        "url": _STRING,
+                        "entityRef": _STRING,
+                        "title": _STRING,
+                        "icon": _STRING,
+                    },
+                },
+            },
+            "text": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "if": _CONDITION,
+                        "title": _STRING,
+                        "icon": _STRING,
+                        "content": {"type": "string"},
+                    },
+                },
+            },
         },
         "additionalProperties": {"type": "string"},
     },
@@ -122,39 +159,149 @@ def builtin_kinds() -> list[KindSchema]:
     """Backstage's built-in kinds with the rules of its ``*.v1alpha1.schema.json`` files."""
     v = BACKSTAGE_VERSIONS
     return [
-        KindSchema("Component", v, _spec_schema("Component", v, ["type", "lifecycle", "owner"], {
-            "type": _STRING, "lifecycle": _STRING, "owner": _STRING, "system": _STRING,
-            "subcomponentOf": _STRING, "providesApis": _STRINGS, "consumesApis": _STRINGS,
-            "dependsOn": _STRINGS, "dependencyOf": _STRINGS,
-        }), "A piece of software: a service, website, library or pipeline."),
-        KindSchema("API", v, _spec_schema("API", v, ["type", "lifecycle", "owner", "definition"], {
-            "type": _STRING, "lifecycle": _STRING, "owner": _STRING, "system": _STRING,
-            "definition": _STRING,
-        }), "An interface a component provides: OpenAPI, AsyncAPI, GraphQL, gRPC."),
-        KindSchema("Resource", v, _spec_schema("Resource", v, ["type", "owner"], {
-            "type": _STRING, "owner": _STRING, "dependsOn": _STRINGS,
-            "dependencyOf": _STRINGS, "system": _STRING,
-        }), "Infrastructure a component needs: a database, bucket or queue."),
-        KindSchema("System", v, _spec_schema("System", v, ["owner"], {
-            "owner": _STRING, "domain": _STRING, "type": _STRING,
-        }), "A collection of components, APIs and resources that work together."),
-        KindSchema("Domain", v, _spec_schema("Domain", v, ["owner"], {
-            "owner": _STRING, "subdomainOf": _STRING, "type": _STRING,
-        }), "A business area that groups systems."),
-        KindSchema("Group", v, _spec_schema("Group", v, ["type", "children"], {
-            "type": _STRING, "profile": _PROFILE, "parent": _STRING,
-            "children": {"type": "array", "items": _STRING}, "members": _STRINGS,
-        }), "A team or organisational unit."),
-        KindSchema("User", v, _spec_schema("User", v, ["memberOf"], {
-            "profile": _PROFILE, "memberOf": {"type": "array", "items": _STRING},
-        }), "A person."),
-        KindSchema("Location", v, _spec_schema("Location", v, [], {
-            "type": _STRING, "target": _STRING, "targets": _STRINGS,
-            "presence": {"enum": ["required", "optional"]},
-        }), "A pointer to more descriptor files."),
-        KindSchema("Template", (TEMPLATE_VERSION,), _spec_schema(
-            "Template", (TEMPLATE_VERSION,), ["type", "steps"], _TEMPLATE_SPEC,
-        ), "A golden-path template for the scaffolder."),
+        KindSchema(
+            "Component",
+            v,
+            _spec_schema(
+                "Component",
+                v,
+                ["type", "lifecycle", "owner"],
+                {
+                    "type": _STRING,
+                    "lifecycle": _STRING,
+                    "owner": _STRING,
+                    "system": _STRING,
+                    "subcomponentOf": _STRING,
+                    "providesApis": _STRINGS,
+                    "consumesApis": _STRINGS,
+                    "dependsOn": _STRINGS,
+                    "dependencyOf": _STRINGS,
+                },
+            ),
+            "A piece of software: a service, website, library or pipeline.",
+        ),
+        KindSchema(
+            "API",
+            v,
+            _spec_schema(
+                "API",
+                v,
+                ["type", "lifecycle", "owner", "definition"],
+                {
+                    "type": _STRING,
+                    "lifecycle": _STRING,
+                    "owner": _STRING,
+                    "system": _STRING,
+                    "definition": _STRING,
+                },
+            ),
+            "An interface a component provides: OpenAPI, AsyncAPI, GraphQL, gRPC.",
+        ),
+        KindSchema(
+            "Resource",
+            v,
+            _spec_schema(
+                "Resource",
+                v,
+                ["type", "owner"],
+                {
+                    "type": _STRING,
+                    "owner": _STRING,
+                    "dependsOn": _STRINGS,
+                    "dependencyOf": _STRINGS,
+                    "system": _STRING,
+                },
+            ),
+            "Infrastructure a component needs: a database, bucket or queue.",
+        ),
+        KindSchema(
+            "System",
+            v,
+            _spec_schema(
+                "System",
+                v,
+                ["owner"],
+                {
+                    "owner": _STRING,
+                    "domain": _STRING,
+                    "type": _STRING,
+                },
+            ),
+            "A collection of components, APIs and resources that work together.",
+        ),
+        KindSchema(
+            "Domain",
+            v,
+            _spec_schema(
+                "Domain",
+                v,
+                ["owner"],
+                {
+                    "owner": _STRING,
+                    "subdomainOf": _STRING,
+                    "type": _STRING,
+                },
+            ),
+            "A business area that groups systems.",
+        ),
+        KindSchema(
+            "Group",
+            v,
+            _spec_schema(
+                "Group",
+                v,
+                ["type", "children"],
+                {
+                    "type": _STRING,
+                    "profile": _PROFILE,
+                    "parent": _STRING,
+                    "children": {"type": "array", "items": _STRING},
+                    "members": _STRINGS,
+                },
+            ),
+            "A team or organisational unit.",
+        ),
+        KindSchema(
+            "User",
+            v,
+            _spec_schema(
+                "User",
+                v,
+                ["memberOf"],
+                {
+                    "profile": _PROFILE,
+                    "memberOf": {"type": "array", "items": _STRING},
+                },
+            ),
+            "A person.",
+        ),
+        KindSchema(
+            "Location",
+            v,
+            _spec_schema(
+                "Location",
+                v,
+                [],
+                {
+                    "type": _STRING,
+                    "target": _STRING,
+                    "targets": _STRINGS,
+                    "presence": {"enum": ["required", "optional"]},
+                },
+            ),
+            "A pointer to more descriptor files.",
+        ),
+        KindSchema(
+            "Template",
+            (TEMPLATE_VERSION,),
+            _spec_schema(
+                "Template",
+                (TEMPLATE_VERSION,),
+                ["type", "steps"],
+                _TEMPLATE_SPEC,
+            ),
+            "A golden-path template for the scaffolder.",
+        ),
     ]
 
 
@@ -162,9 +309,19 @@ def platform_kinds() -> list[KindSchema]:
     """Pavedroad's own kinds under ``pavedroad.dev/v1alpha1``."""
     p = (PLATFORM_VERSION,)
     return [
-        KindSchema("Environment", p, _spec_schema("Environment", p, ["type", "owner"], {
-            "type": {"enum": ["development", "staging", "production", "preview"]},
-            "description": {"type": "string"},
-            "owner": _STRING,
-        }), "A place releases run: development, staging, production or a preview."),
+        KindSchema(
+            "Environment",
+            p,
+            _spec_schema(
+                "Environment",
+                p,
+                ["type", "owner"],
+                {
+                    "type": {"enum": ["development", "staging", "production", "preview"]},
+                    "description": {"type": "string"},
+                    "owner": _STRING,
+                },
+            ),
+            "A place releases run: development, staging, production or a preview.",
+        ),
     ]

@@ -49,13 +49,17 @@ def check_files(paths: list[Path], settings: Settings | None = None) -> list[Fil
         context = ProcessingContext("file", absolute, read_relative, settings)
         for document in documents:
             if document.error:
-                result.errors.append({"line": document.error.line, "message": document.error.message})
+                result.errors.append(
+                    {"line": document.error.line, "message": document.error.message}
+                )
                 continue
             try:
                 processed = pipeline.process(document.data, context)
             except EntityValidationError as exc:
                 for message in exc.errors:
-                    result.errors.append({"line": document.line, "ref": exc.ref, "message": message})
+                    result.errors.append(
+                        {"line": document.line, "ref": exc.ref, "message": message}
+                    )
                 continue
             except ProblemError as exc:
                 result.errors.append({"line": document.line, "message": exc.detail})

@@ -106,9 +106,7 @@ class SearchRow(Base):
     __tablename__ = "catalog_search"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    entity_uid: Mapped[str] = mapped_column(
-        ForeignKey("catalog_entities.uid", ondelete="CASCADE")
-    )
+    entity_uid: Mapped[str] = mapped_column(ForeignKey("catalog_entities.uid", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(200))
     value: Mapped[str | None] = mapped_column(String(200), nullable=True)
     original_value: Mapped[str | None] = mapped_column(String(200), nullable=True)

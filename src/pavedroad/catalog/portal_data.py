@@ -52,19 +52,34 @@ class FacetWarmer:
         self.warming: set[str] = set()
         self.lock = threading.Lock()
 
-    def warm(self, service: CatalogService,
-             plan: Callable[[CatalogReader], list[tuple[FacetScope, list[str]]]]) -> None:
+    def warm(
+        self,
+        service: CatalogService,
+        plan: Callable[[CatalogReader], list[tuple[FacetScope, list[str]]]],
+    ) -> None:
         with service.reader() as reader:
-            database, at = str(reader.session.get_bind().url), catalog_generation(reader.session)
+            database, at = (
+                str(reader.session.get_bind().engine.url),
+                catalog_generation(reader.session),
+            )
         with self.lock:
             if self.warmed.get(database) == at or database in self.warming:
                 return
             self.warming.add(database)
-        threading.Thread(target=self._warm, args=(service, database, at, plan),
-                         name="portal-facet-warmup", daemon=True).start()
+        threading.Thread(
+            target=self._warm,
+            args=(service, database, at, plan),
+            name="portal-facet-warmup",
+            daemon=True,
+        ).start()
 
-    def _warm(self, service: CatalogService, database: str, at: int,
-              plan: Callable[[CatalogReader], list[tuple[FacetScope, list[str]]]]) -> None:
+    def _warm(
+        self,
+        service: CatalogService,
+        database: str,
+        at: int,
+        plan: Callable[[CatalogReader], list[tuple[FacetScope, list[str]]]],
+    ) -> None:
         try:
             with service.reader() as reader:
                 for scope, fields in plan(reader):
@@ -82,13 +97,15 @@ facet_warmer = FacetWarmer()
 
 # -- entities without relations ------------------------------------------------------------
 
+
 def entities_by_ref(session: Session, refs: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Entity bodies (no relations) for the refs that exist, keyed by ref."""
     wanted = list(dict.fromkeys(refs))
     found: dict[str, dict[str, Any]] = {}
-    for chunk in [wanted[i:i + 500] for i in range(0, len(wanted), 500)]:
+    for chunk in [wanted[i : i + 500] for i in range(0, len(wanted), 500)]:
         statement = select(EntityRow.entity_ref, EntityRow.body).where(
-            EntityRow.entity_ref.in_(chunk))
+            EntityRow.entity_ref.in_(chunk)
+        )
         for ref, body in session.execute(statement):
             found[ref] = json.loads(body)
     return found
@@ -96,38 +113,55 @@ def entities_by_ref(session: Session, refs: Iterable[str]) -> dict[str, dict[str
 
 def recent_entities(session: Session, limit: int = 8) -> list[dict[str, Any]]:
     """The most recently written entities, newest first, with ``updatedAt``."""
-    rows = session.execute(select(EntityRow.body, EntityRow.updated_at)
-                           .order_by(EntityRow.updated_at.desc(), EntityRow.entity_ref)
-                           .limit(limit))
+    rows = session.execute(
+        select(EntityRow.body, EntityRow.updated_at)
+        .order_by(EntityRow.updated_at.desc(), EntityRow.entity_ref)
+        .limit(limit)
+    )
     return [json.loads(body) | {"updatedAt": updated} for body, updated in rows]
 
 
 # -- relations -------------------------------------------------------------------------------
 
-def relation_targets(session: Session, sources: Sequence[str], relation_type: str,
-                     limit: int = 2000) -> list[tuple[str, str]]:
+
+def relation_targets(
+    session: Session, sources: Sequence[str], relation_type: str, limit: int = 2000
+) -> list[tuple[str, str]]:
     """(source, target) pairs of one relation type leaving the given entities."""
     if not sources:
         return []
     rows = session.execute(
         select(RelationRow.source_ref, RelationRow.target_ref)
         .where(RelationRow.source_ref.in_(list(sources)), RelationRow.type == relation_type)
-        .distinct().order_by(RelationRow.source_ref, RelationRow.target_ref).limit(limit))
+        .distinct()
+        .order_by(RelationRow.source_ref, RelationRow.target_ref)
+        .limit(limit)
+    )
     return [(source, target) for source, target in rows]
 
 
-def relation_sources(session: Session, target: str, relation_type: str,
-                     limit: int = 2000) -> list[str]:
+def relation_sources(
+    session: Session, target: str, relation_type: str, limit: int = 2000
+) -> list[str]:
     """Entities with a relation of that type pointing at ``target``."""
-    return list(session.scalars(
-        select(RelationRow.source_ref)
-        .where(RelationRow.target_ref == target, RelationRow.type == relation_type)
-        .distinct().order_by(RelationRow.source_ref).limit(limit)))
+    return list(
+        session.scalars(
+            select(RelationRow.source_ref)
+            .where(RelationRow.target_ref == target, RelationRow.type == relation_type)
+            .distinct()
+            .order_by(RelationRow.source_ref)
+            .limit(limit)
+        )
+    )
 
 
 def location_entities(session: Session, location_id: str, limit: int = 200) -> list[dict[str, Any]]:
-    rows = session.scalars(select(EntityRow.body).where(EntityRow.location_id == location_id)
-                           .order_by(EntityRow.entity_ref).limit(limit))
+    rows = session.scalars(
+        select(EntityRow.body)
+        .where(EntityRow.location_id == location_id)
+        .order_by(EntityRow.entity_ref)
+        .limit(limit)
+    )
     return [json.loads(body) for body in rows]
 
 

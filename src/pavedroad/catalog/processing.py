@@ -129,12 +129,18 @@ class EntityPipeline:
         ref = EntityRef.of(entity)
         kind = self.kind_for(entity["apiVersion"], entity["kind"])
         if kind is None:
-            raise EntityValidationError([
-                f"Unsupported kind {entity['kind']!r} with apiVersion "
-                f"{entity['apiVersion']!r}; known kinds: {self.describe_kinds()}"
-            ], str(ref))
-        errors = ([] if self._kind_checks[id(kind)](entity)
-                  else validation.schema_errors(kind.validator, entity))
+            raise EntityValidationError(
+                [
+                    f"Unsupported kind {entity['kind']!r} with apiVersion "
+                    f"{entity['apiVersion']!r}; known kinds: {self.describe_kinds()}"
+                ],
+                str(ref),
+            )
+        errors = (
+            []
+            if self._kind_checks[id(kind)](entity)
+            else validation.schema_errors(kind.validator, entity)
+        )
         for processor in self.processors:
             errors.extend(processor.validate(entity))
         if errors:
@@ -158,8 +164,11 @@ class EntityPipeline:
                 relations.extend(processor.relations(entity, ref))
             except EntityRefError as exc:
                 errors.append(exc.detail)
-        errors.extend(f"relation target {r.target[:80]}... is longer than {MAX_REF_LENGTH} characters"
-                      for r in relations if len(r.target) > MAX_REF_LENGTH)
+        errors.extend(
+            f"relation target {r.target[:80]}... is longer than {MAX_REF_LENGTH} characters"
+            for r in relations
+            if len(r.target) > MAX_REF_LENGTH
+        )
         if errors:
             raise EntityValidationError(errors, str(ref))
         return ProcessedEntity(entity, ref, _unique(relations))
@@ -177,8 +186,13 @@ def _best_ref(entity: Any) -> str | None:
         if isinstance(entity, dict) and isinstance(entity.get("metadata"), dict):
             name = entity["metadata"].get("name")
             if isinstance(name, str) and isinstance(entity.get("kind"), str):
-                return str(parse_ref(name, entity["kind"],
-                                     str(entity["metadata"].get("namespace") or DEFAULT_NAMESPACE)))
+                return str(
+                    parse_ref(
+                        name,
+                        entity["kind"],
+                        str(entity["metadata"].get("namespace") or DEFAULT_NAMESPACE),
+                    )
+                )
     except InputError:
         return None
     return None
@@ -190,7 +204,9 @@ def build_pipeline(settings: Settings) -> EntityPipeline:
 
     hook = plugin_manager().hook
     kinds = [k for group in reversed(hook.pavedroad_catalog_kinds()) for k in group]
-    processors = [p for group in reversed(hook.pavedroad_catalog_processors(settings=settings)) for p in group]
+    processors = [
+        p for group in reversed(hook.pavedroad_catalog_processors(settings=settings)) for p in group
+    ]
     return EntityPipeline(kinds, processors)
 
 

@@ -20,6 +20,7 @@ import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -66,8 +67,12 @@ class EntityQuery:
     offset: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"filter": self.filter, "fullText": self.full_text,
-                "fullTextFields": self.full_text_fields, "order": self.order}
+        return {
+            "filter": self.filter,
+            "fullText": self.full_text,
+            "fullTextFields": self.full_text_fields,
+            "order": self.order,
+        }
 
 
 @dataclass
@@ -79,6 +84,7 @@ class Page:
 
 
 # -- parsing query parameters --------------------------------------------------------
+
 
 def parse_filters(raw: Iterable[str]) -> Predicate:
     """Backstage's ``filter`` parameters as a predicate: ``a=b,c=d`` ANDs its conditions,
@@ -98,9 +104,16 @@ def parse_filters(raw: Iterable[str]) -> Predicate:
                 conditions.setdefault(key, None)
                 continue
             conditions[key] = [*(conditions.get(key) or []), value.strip()]
-        parts = [{key: {"$exists": True} if values is None else
-                  values[0] if len(values) == 1 else {"$in": values}}
-                 for key, values in conditions.items()]
+        parts = [
+            {
+                key: {"$exists": True}
+                if values is None
+                else values[0]
+                if len(values) == 1
+                else {"$in": values}
+            }
+            for key, values in conditions.items()
+        ]
         if parts:
             alternatives.append(parts[0] if len(parts) == 1 else {"$all": parts})
     if not alternatives:
@@ -128,6 +141,7 @@ def clamp_limit(limit: int | None) -> int:
 
 
 # -- filters as SQL ------------------------------------------------------------------
+
 
 def filter_clause(predicate: Predicate, correlated: bool = False) -> ColumnElement[bool]:
     """The SQL condition for a filter predicate (everything when ``None``).
@@ -181,8 +195,10 @@ class _FilterCompiler:
                 return self.has_value(key, None, prefix=operand.lower())
             if operator == "$contains":
                 return self.contains(key, operand)
-            raise InputError(f"Unknown matcher {operator!r} for {key!r}; use $exists, $in, "
-                             "$hasPrefix or $contains")
+            raise InputError(
+                f"Unknown matcher {operator!r} for {key!r}; use $exists, $in, "
+                "$hasPrefix or $contains"
+            )
         return self.has_value(key, [_text(matcher)])
 
     def contains(self, key: str, operand: Any) -> ColumnElement[bool]:
@@ -197,13 +213,17 @@ class _FilterCompiler:
             return self.field(key, operand)
         return self.has_value(key, [_text(operand)])
 
-    def has_value(self, key: str, values: list[str] | None,
-                  prefix: str | None = None) -> ColumnElement[bool]:
+    def has_value(
+        self, key: str, values: list[str] | None, prefix: str | None = None
+    ) -> ColumnElement[bool]:
         if key == "metadata.uid":
             if values is None and prefix is None:
                 return true()
-            return EntityRow.uid.in_(values) if values is not None else func.lower(
-                EntityRow.uid).like(_like_prefix(prefix or ""), escape="\\")
+            return (
+                EntityRow.uid.in_(values)
+                if values is not None
+                else func.lower(EntityRow.uid).like(_like_prefix(prefix or ""), escape="\\")
+            )
         if key.startswith("relations."):
             table, value_column = RelationRow, RelationRow.target_ref
             conditions = [func.lower(RelationRow.type) == key.split(".", 1)[1]]
@@ -253,25 +273,35 @@ def full_text_clause(term: str, fields: Sequence[str]) -> ColumnElement[bool]:
         return true()
     pattern = "%" + _escape_like(term) + "%"
     if fields:
-        return EntityRow.uid.in_(select(SearchRow.entity_uid).where(
-            SearchRow.key.in_([f.lower() for f in fields]),
-            SearchRow.value.like(pattern, escape="\\")))
+        return EntityRow.uid.in_(
+            select(SearchRow.entity_uid).where(
+                SearchRow.key.in_([f.lower() for f in fields]),
+                SearchRow.value.like(pattern, escape="\\"),
+            )
+        )
     return EntityRow.search_text.like(pattern, escape="\\")
 
 
 # -- ordering and cursors ------------------------------------------------------------
 
-_DIRECT_COLUMNS = {"metadata.name": EntityRow.name, "kind": EntityRow.kind,
-                   "metadata.namespace": EntityRow.namespace, "metadata.uid": EntityRow.uid}
+_DIRECT_COLUMNS = {
+    "metadata.name": EntityRow.name,
+    "kind": EntityRow.kind,
+    "metadata.namespace": EntityRow.namespace,
+    "metadata.uid": EntityRow.uid,
+}
 
 
 def _sort_expression(field_name: str) -> Any:
     column = _DIRECT_COLUMNS.get(field_name.lower())
     if column is not None:
         return func.lower(column) if field_name.lower() != "metadata.uid" else column
-    return (select(func.min(SearchRow.value))
-            .where(SearchRow.entity_uid == EntityRow.uid, SearchRow.key == field_name.lower())
-            .correlate(EntityRow).scalar_subquery())
+    return (
+        select(func.min(SearchRow.value))
+        .where(SearchRow.entity_uid == EntityRow.uid, SearchRow.key == field_name.lower())
+        .correlate(EntityRow)
+        .scalar_subquery()
+    )
 
 
 def encode_cursor(payload: dict[str, Any]) -> str:
@@ -282,7 +312,9 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
     try:
         payload = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=="))
     except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InputError("Malformed cursor: pass the nextCursor or prevCursor of an earlier page") from None
+        raise InputError(
+            "Malformed cursor: pass the nextCursor or prevCursor of an earlier page"
+        ) from None
     if not isinstance(payload, dict) or "query" not in payload or "after" not in payload:
         raise InputError("Malformed cursor: pass the nextCursor or prevCursor of an earlier page")
     return payload
@@ -297,8 +329,11 @@ def _required_kinds(predicate: Predicate) -> list[str]:
         kind = next((v for k, v in condition.items() if k.lower() == "kind"), None)
         if isinstance(kind, str):
             return [kind.lower()]
-        if isinstance(kind, dict) and isinstance(kind.get("$in"), list) \
-                and all(isinstance(k, str) for k in kind["$in"]):
+        if (
+            isinstance(kind, dict)
+            and isinstance(kind.get("$in"), list)
+            and all(isinstance(k, str) for k in kind["$in"])
+        ):
             return [k.lower() for k in kind["$in"]]
     return []
 
@@ -312,19 +347,31 @@ def _resume(payload: dict[str, Any], query: EntityQuery) -> tuple[EntityQuery, l
         raise malformed
     order = q.get("order") or []
     full_text, full_text_fields = q.get("fullText") or "", q.get("fullTextFields") or []
-    if (not isinstance(q.get("filter"), dict | type(None)) or not isinstance(full_text, str)
-            or not isinstance(full_text_fields, list)
-            or not all(isinstance(f, str) for f in full_text_fields)
-            or not isinstance(order, list)
-            or not all(isinstance(o, list) and len(o) == 2 and isinstance(o[0], str)
-                       and o[1] in ("asc", "desc") for o in order)
-            or len(after) != len(order) + 1
-            or not all(isinstance(v, str | type(None)) for v in after)):
+    if (
+        not isinstance(q.get("filter"), dict | type(None))
+        or not isinstance(full_text, str)
+        or not isinstance(full_text_fields, list)
+        or not all(isinstance(f, str) for f in full_text_fields)
+        or not isinstance(order, list)
+        or not all(
+            isinstance(o, list)
+            and len(o) == 2
+            and isinstance(o[0], str)
+            and o[1] in ("asc", "desc")
+            for o in order
+        )
+        or len(after) != len(order) + 1
+        or not all(isinstance(v, str | type(None)) for v in after)
+    ):
         raise malformed
-    resumed = EntityQuery(filter=q.get("filter"), full_text=full_text,
-                          full_text_fields=full_text_fields,
-                          order=[(name, direction) for name, direction in order],
-                          limit=query.limit, fields=query.fields)
+    resumed = EntityQuery(
+        filter=q.get("filter"),
+        full_text=full_text,
+        full_text_fields=full_text_fields,
+        order=[(name, direction) for name, direction in order],
+        limit=query.limit,
+        fields=query.fields,
+    )
     return resumed, after, bool(payload.get("previous"))
 
 
@@ -370,15 +417,24 @@ class CatalogReader:
             query, after, backwards = _resume(decode_cursor(cursor), query)
         text = full_text_clause(query.full_text, query.full_text_fields)
         where = and_(filter_clause(query.filter), text)
-        total = self.count(query.filter, query.full_text) if not query.full_text_fields else \
-            self.cached(("count", json.dumps(query.to_dict(), sort_keys=True)), lambda: (
-                self.session.scalar(select(func.count()).select_from(EntityRow).where(where)) or 0))
+        total = (
+            self.count(query.filter, query.full_text)
+            if not query.full_text_fields
+            else self.cached(
+                ("count", json.dumps(query.to_dict(), sort_keys=True)),
+                lambda: (
+                    self.session.scalar(select(func.count()).select_from(EntityRow).where(where))
+                    or 0
+                ),
+            )
+        )
         keys = [(_sort_expression(name), direction) for name, direction in query.order]
         keys.append((EntityRow.entity_ref, "asc"))
         walk = not query.order and self._walk_in_order(total)
         if walk:
-            where = and_(filter_clause(query.filter, correlated=True), text,
-                         self._kind_range(query.filter))
+            where = and_(
+                filter_clause(query.filter, correlated=True), text, self._kind_range(query.filter)
+            )
         statement = self._page_statement(where, keys, after, backwards, query.limit + 1)
 
         if after is None and query.offset:
@@ -404,8 +460,12 @@ class CatalogReader:
         kinds = _required_kinds(predicate)
         if not kinds or self.session.get_bind().dialect.name != "sqlite":
             return true()
-        return or_(*(and_(EntityRow.entity_ref >= f"{kind}:", EntityRow.entity_ref < f"{kind};")
-                     for kind in kinds))
+        return or_(
+            *(
+                and_(EntityRow.entity_ref >= f"{kind}:", EntityRow.entity_ref < f"{kind};")
+                for kind in kinds
+            )
+        )
 
     def _walk_in_order(self, matches: int) -> bool:
         """When many entities match, walking entities in ref order and stopping after a
@@ -417,13 +477,21 @@ class CatalogReader:
         one), shared by every reader of the same database in this process."""
         from pavedroad.catalog.ingestion import catalog_generation
 
-        bind = str(self.session.get_bind().url)
+        bind = str(self.session.get_bind().engine.url)
         full_key = (bind, catalog_generation(self.session), *key)
         return _GENERATION_CACHE.get_or_compute(full_key, compute)
 
-    def _page_statement(self, where: ColumnElement[bool], keys: list[tuple[Any, str]],
-                        after: list[Any] | None, backwards: bool, limit: int) -> Select[Any]:
-        columns = [EntityRow] + [expression.label(f"k{i}") for i, (expression, _) in enumerate(keys)]
+    def _page_statement(
+        self,
+        where: ColumnElement[bool],
+        keys: list[tuple[Any, str]],
+        after: list[Any] | None,
+        backwards: bool,
+        limit: int,
+    ) -> Select[Any]:
+        columns = [EntityRow] + [
+            expression.label(f"k{i}") for i, (expression, _) in enumerate(keys)
+        ]
         statement = select(*columns).where(where)
         if after is not None:
             if len(after) != len(keys):
@@ -435,17 +503,22 @@ class CatalogReader:
             if index == len(keys) - 1:  # the entity ref: never NULL, and plain keeps its index
                 ordering.append(expression.asc() if ascending else expression.desc())
             else:
-                ordering.append(expression.asc().nulls_last() if ascending
-                                else expression.desc().nulls_first())
+                ordering.append(
+                    expression.asc().nulls_last() if ascending else expression.desc().nulls_first()
+                )
         return statement.order_by(*ordering).limit(limit)
 
     # -- entities --------------------------------------------------------------------
 
-    def hydrate(self, rows: Sequence[EntityRow], fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+    def hydrate(
+        self, rows: Sequence[EntityRow], fields: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
         """Entities as the API returns them: body plus relations, trimmed to ``fields``."""
         if not rows:
             return []
-        want_relations = not fields or any(f == "relations" or f.startswith("relations") for f in fields)
+        want_relations = not fields or any(
+            f == "relations" or f.startswith("relations") for f in fields
+        )
         relations = self.relations_of([r.entity_ref for r in rows]) if want_relations else {}
         result = []
         for row in rows:
@@ -456,11 +529,13 @@ class CatalogReader:
 
     def relations_of(self, refs: list[str]) -> dict[str, list[dict[str, str]]]:
         found: dict[str, list[dict[str, str]]] = defaultdict(list)
-        for chunk in [refs[i:i + 500] for i in range(0, len(refs), 500)]:
+        for chunk in [refs[i : i + 500] for i in range(0, len(refs), 500)]:
             rows = self.session.execute(
                 select(RelationRow.source_ref, RelationRow.type, RelationRow.target_ref)
-                .where(RelationRow.source_ref.in_(chunk)).distinct()
-                .order_by(RelationRow.source_ref, RelationRow.type, RelationRow.target_ref))
+                .where(RelationRow.source_ref.in_(chunk))
+                .distinct()
+                .order_by(RelationRow.source_ref, RelationRow.type, RelationRow.target_ref)
+            )
             for source, type_, target in rows:
                 found[source].append({"type": type_, "targetRef": target})
         return found
@@ -473,8 +548,10 @@ class CatalogReader:
         row = self.row_by_ref(ref)
         if row is None:
             parsed = ref if isinstance(ref, EntityRef) else parse_ref(ref)
-            raise NotFoundError(f"No entity named '{parsed.name}' found, with kind "
-                                f"'{parsed.kind.lower()}' in namespace '{parsed.namespace.lower()}'")
+            raise NotFoundError(
+                f"No entity named '{parsed.name}' found, with kind "
+                f"'{parsed.kind.lower()}' in namespace '{parsed.namespace.lower()}'"
+            )
         return self.hydrate([row], fields)[0]
 
     def get_by_uid(self, uid: str, fields: Sequence[str] = ()) -> dict[str, Any]:
@@ -483,11 +560,12 @@ class CatalogReader:
             raise NotFoundError(f"No entity with uid {uid}")
         return self.hydrate([row], fields)[0]
 
-    def get_many(self, refs: Sequence[str], fields: Sequence[str] = (),
-                 predicate: Predicate = None) -> list[dict[str, Any] | None]:
+    def get_many(
+        self, refs: Sequence[str], fields: Sequence[str] = (), predicate: Predicate = None
+    ) -> list[dict[str, Any] | None]:
         """Entities in request order, ``None`` where a ref names nothing (or, with a
         filter, names an entity the filter excludes)."""
-        keys = []
+        keys: list[str | None] = []
         for ref in refs:
             try:
                 keys.append(parse_ref(ref).key)
@@ -495,9 +573,10 @@ class CatalogReader:
                 keys.append(None)
         wanted = [k for k in keys if k]
         rows: dict[str, EntityRow] = {}
-        for chunk in [wanted[i:i + 500] for i in range(0, len(wanted), 500)]:
-            statement = select(EntityRow).where(EntityRow.entity_ref.in_(chunk),
-                                                filter_clause(predicate))
+        for chunk in [wanted[i : i + 500] for i in range(0, len(wanted), 500)]:
+            statement = select(EntityRow).where(
+                EntityRow.entity_ref.in_(chunk), filter_clause(predicate)
+            )
             for row in self.session.scalars(statement):
                 rows[row.entity_ref] = row
         hydrated = dict(zip(rows, self.hydrate(list(rows.values()), fields), strict=True))
@@ -506,9 +585,12 @@ class CatalogReader:
     def existing_refs(self, refs: Iterable[str]) -> set[str]:
         refs = list(set(refs))
         found: set[str] = set()
-        for chunk in [refs[i:i + 500] for i in range(0, len(refs), 500)]:
-            found.update(self.session.scalars(
-                select(EntityRow.entity_ref).where(EntityRow.entity_ref.in_(chunk))))
+        for chunk in [refs[i : i + 500] for i in range(0, len(refs), 500)]:
+            found.update(
+                self.session.scalars(
+                    select(EntityRow.entity_ref).where(EntityRow.entity_ref.in_(chunk))
+                )
+            )
         return found
 
     def status_of(self, ref: str) -> dict[str, Any]:
@@ -529,8 +611,9 @@ class CatalogReader:
 
     # -- facets ----------------------------------------------------------------------
 
-    def facets(self, names: Sequence[str], predicate: Predicate = None,
-               full_text: str = "") -> dict[str, list[dict[str, Any]]]:
+    def facets(
+        self, names: Sequence[str], predicate: Predicate = None, full_text: str = ""
+    ) -> dict[str, list[dict[str, Any]]]:
         """Counts per value of each field, among the entities matching the filter.
 
         Cached per catalog generation. A narrow filter (up to ``SMALL_MATCH`` entities) is
@@ -539,33 +622,51 @@ class CatalogReader:
         scope = json.dumps([predicate, full_text.strip().lower()], sort_keys=True)
         restricted = predicate is not None or bool(full_text.strip())
         if restricted and len(names) > 1 and self.count(predicate, full_text) <= SMALL_MATCH:
-            counts = self.cached(("facets", json.dumps(sorted(names)), scope),
-                                 lambda: self._facets_from_matches(names, predicate, full_text))
+            counts = self.cached(
+                ("facets", json.dumps(sorted(names)), scope),
+                lambda: self._facets_from_matches(names, predicate, full_text),
+            )
             return {name: counts[name] for name in names}
-        return {name: self.cached(("facet", name, scope),
-                                  lambda name=name: self._facet(name, predicate, full_text))  # type: ignore[misc]
-                for name in names}
+        return {
+            name: self.cached(
+                ("facet", name, scope), partial(self._facet, name, predicate, full_text)
+            )
+            for name in names
+        }
 
     def count(self, predicate: Predicate = None, full_text: str = "") -> int:
         """How many entities match (cached per catalog generation)."""
         query = EntityQuery(filter=predicate, full_text=full_text)
-        return self.cached(("count", json.dumps(query.to_dict(), sort_keys=True)), lambda: (
-            self.session.scalar(select(func.count()).select_from(EntityRow).where(
-                filter_clause(predicate), full_text_clause(full_text, []))) or 0))
+        return self.cached(
+            ("count", json.dumps(query.to_dict(), sort_keys=True)),
+            lambda: (
+                self.session.scalar(
+                    select(func.count())
+                    .select_from(EntityRow)
+                    .where(filter_clause(predicate), full_text_clause(full_text, []))
+                )
+                or 0
+            ),
+        )
 
-    def _facets_from_matches(self, names: Sequence[str], predicate: Predicate,
-                             full_text: str) -> dict[str, list[dict[str, Any]]]:
-        matches = (select(EntityRow.uid.label("uid"))
-                   .where(filter_clause(predicate), full_text_clause(full_text, []))
-                   .cte("matches"))
+    def _facets_from_matches(
+        self, names: Sequence[str], predicate: Predicate, full_text: str
+    ) -> dict[str, list[dict[str, Any]]]:
+        matches = (
+            select(EntityRow.uid.label("uid"))
+            .where(filter_clause(predicate), full_text_clause(full_text, []))
+            .cte("matches")
+        )
         plain = [n for n in names if not n.lower().startswith("relations.")]
         keys = {n.lower(): n for n in plain}
         counts: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-        statement = (select(SearchRow.key, func.min(SearchRow.original_value), func.count())
-                     .select_from(matches)
-                     .join(SearchRow, SearchRow.entity_uid == matches.c.uid)
-                     .where(SearchRow.key.in_(list(keys)), SearchRow.value.is_not(None))
-                     .group_by(SearchRow.key, SearchRow.value))
+        statement = (
+            select(SearchRow.key, func.min(SearchRow.original_value), func.count())
+            .select_from(matches)
+            .join(SearchRow, SearchRow.entity_uid == matches.c.uid)
+            .where(SearchRow.key.in_(list(keys)), SearchRow.value.is_not(None))
+            .group_by(SearchRow.key, SearchRow.value)
+        )
         for key, value, count in self.session.execute(statement) if keys else ():
             counts[keys[key]].append({"value": value, "count": count})
         for name in names:
@@ -577,22 +678,38 @@ class CatalogReader:
     def _facet(self, name: str, predicate: Predicate, full_text: str) -> list[dict[str, Any]]:
         restricted = predicate is not None or bool(full_text.strip())
         key = name.lower()
+        statement: Select[Any, int]
         if key.startswith("relations."):
-            statement = (select(RelationRow.target_ref, func.count(func.distinct(RelationRow.source_ref)))
-                         .where(func.lower(RelationRow.type) == key.split(".", 1)[1])
-                         .group_by(RelationRow.target_ref))
+            statement = (
+                select(RelationRow.target_ref, func.count(func.distinct(RelationRow.source_ref)))
+                .where(func.lower(RelationRow.type) == key.split(".", 1)[1])
+                .group_by(RelationRow.target_ref)
+            )
             if restricted:
-                statement = statement.where(RelationRow.source_ref.in_(
-                    select(EntityRow.entity_ref).where(
-                        filter_clause(predicate), full_text_clause(full_text, []))))
+                statement = statement.where(
+                    RelationRow.source_ref.in_(
+                        select(EntityRow.entity_ref).where(
+                            filter_clause(predicate), full_text_clause(full_text, [])
+                        )
+                    )
+                )
         else:
-            statement = (select(func.min(SearchRow.original_value), func.count())
-                         .where(SearchRow.key == key, SearchRow.value.is_not(None))
-                         .group_by(SearchRow.value))
+            statement = (
+                select(func.min(SearchRow.original_value), func.count())
+                .where(SearchRow.key == key, SearchRow.value.is_not(None))
+                .group_by(SearchRow.value)
+            )
             if restricted:
-                statement = statement.where(SearchRow.entity_uid.in_(select(EntityRow.uid).where(
-                    filter_clause(predicate), full_text_clause(full_text, []))))
-        counts = [{"value": value, "count": count} for value, count in self.session.execute(statement)]
+                statement = statement.where(
+                    SearchRow.entity_uid.in_(
+                        select(EntityRow.uid).where(
+                            filter_clause(predicate), full_text_clause(full_text, [])
+                        )
+                    )
+                )
+        counts = [
+            {"value": value, "count": count} for value, count in self.session.execute(statement)
+        ]
         counts.sort(key=lambda c: (str(c["value"]).lower(), str(c["value"])))
         return counts
 
@@ -612,7 +729,9 @@ class CatalogReader:
                 break
             rows = self.session.execute(
                 select(RelationRow.source_ref, RelationRow.type, RelationRow.target_ref)
-                .where(RelationRow.source_ref.in_(frontier)).distinct())
+                .where(RelationRow.source_ref.in_(frontier))
+                .distinct()
+            )
             next_frontier = []
             for source, type_, target in rows:
                 if target not in seen:
@@ -623,29 +742,44 @@ class CatalogReader:
                 edges.add((source, type_, target))
             frontier = next_frontier
         existing = self.existing_refs(seen)
-        rows_by_ref = {r.entity_ref: r for r in self.session.scalars(
-            select(EntityRow).where(EntityRow.entity_ref.in_(list(existing))))}
+        rows_by_ref = {
+            r.entity_ref: r
+            for r in self.session.scalars(
+                select(EntityRow).where(EntityRow.entity_ref.in_(list(existing)))
+            )
+        }
         nodes = []
         for key, distance in seen.items():
             row = rows_by_ref.get(key)
             body = json.loads(row.body) if row else None
             parsed = parse_ref(key)
-            nodes.append({
-                "ref": key, "kind": row.kind if row else parsed.kind, "name": row.name if row else parsed.name,
-                "namespace": parsed.namespace, "distance": distance, "resolved": row is not None,
-                "title": (body or {}).get("metadata", {}).get("title"),
-                "type": ((body or {}).get("spec") or {}).get("type"),
-            })
-        return {"root": root, "nodes": nodes,
-                "edges": [{"source": s, "type": t, "target": g} for s, t, g in sorted(edges)]}
+            nodes.append(
+                {
+                    "ref": key,
+                    "kind": row.kind if row else parsed.kind,
+                    "name": row.name if row else parsed.name,
+                    "namespace": parsed.namespace,
+                    "distance": distance,
+                    "resolved": row is not None,
+                    "title": (body or {}).get("metadata", {}).get("title"),
+                    "type": ((body or {}).get("spec") or {}).get("type"),
+                }
+            )
+        return {
+            "root": root,
+            "nodes": nodes,
+            "edges": [{"source": s, "type": t, "target": g} for s, t, g in sorted(edges)],
+        }
 
     def ancestry(self, ref: str) -> dict[str, Any]:
         """The chain from the entity up through the Location entities that led to it."""
         row = self.row_by_ref(ref)
         if row is None:
             parsed = parse_ref(ref)
-            raise NotFoundError(f"No entity named '{parsed.name}' found, with kind "
-                                f"'{parsed.kind.lower()}' in namespace '{parsed.namespace.lower()}'")
+            raise NotFoundError(
+                f"No entity named '{parsed.name}' found, with kind "
+                f"'{parsed.kind.lower()}' in namespace '{parsed.namespace.lower()}'"
+            )
         items = []
         current: EntityRow | None = row
         seen: set[str] = set()
@@ -653,8 +787,12 @@ class CatalogReader:
             seen.add(current.entity_ref)
             source = self.session.get(SourceRow, current.source_key)
             parent_ref = source.parent_entity_ref if source else None
-            items.append({"entity": self.hydrate([current])[0],
-                          "parentEntityRefs": [parent_ref] if parent_ref else []})
+            items.append(
+                {
+                    "entity": self.hydrate([current])[0],
+                    "parentEntityRefs": [parent_ref] if parent_ref else [],
+                }
+            )
             current = self.row_by_ref(parent_ref) if parent_ref else None
         return {"rootEntityRef": row.entity_ref, "items": items}
 
@@ -670,14 +808,27 @@ class CatalogReader:
         return row
 
     def location_status(self, location_id: str) -> dict[str, Any]:
-        sources = list(self.session.scalars(
-            select(SourceRow).where(SourceRow.location_id == location_id).order_by(SourceRow.key)))
+        sources = list(
+            self.session.scalars(
+                select(SourceRow)
+                .where(SourceRow.location_id == location_id)
+                .order_by(SourceRow.key)
+            )
+        )
         entity_count = self.session.scalar(
-            select(func.count()).select_from(EntityRow).where(EntityRow.location_id == location_id))
+            select(func.count()).select_from(EntityRow).where(EntityRow.location_id == location_id)
+        )
         return {
-            "sources": [{"key": s.key, "errors": s.errors, "refreshedAt": s.refreshed_at,
-                         "nextRefreshAt": s.next_refresh_at} for s in sources
-                        if not s.key.startswith("root:")],
+            "sources": [
+                {
+                    "key": s.key,
+                    "errors": s.errors,
+                    "refreshedAt": s.refreshed_at,
+                    "nextRefreshAt": s.next_refresh_at,
+                }
+                for s in sources
+                if not s.key.startswith("root:")
+            ],
             "entities": entity_count or 0,
             "errors": [e for s in sources for e in s.errors],
         }
@@ -688,16 +839,25 @@ class CatalogReader:
             "locations": self.session.scalar(select(count).select_from(LocationRow)) or 0,
             "sources": self.session.scalar(select(func.count()).select_from(SourceRow)) or 0,
             "sources_with_errors": self.session.scalar(
-                select(func.count()).select_from(SourceRow).where(
-                    func.length(func.cast(SourceRow.errors, String)) > 2)) or 0,
+                select(func.count())
+                .select_from(SourceRow)
+                .where(func.length(func.cast(SourceRow.errors, String)) > 2)
+            )
+            or 0,
             "orphans": self.session.scalar(
-                select(func.count()).select_from(EntityRow).where(EntityRow.orphan.is_(True))) or 0,
+                select(func.count()).select_from(EntityRow).where(EntityRow.orphan.is_(True))
+            )
+            or 0,
         }
 
     def entity_refs_of_location(self, location_id: str) -> list[str]:
-        return list(self.session.scalars(select(EntityRow.entity_ref)
-                                         .where(EntityRow.location_id == location_id)
-                                         .order_by(EntityRow.entity_ref)))
+        return list(
+            self.session.scalars(
+                select(EntityRow.entity_ref)
+                .where(EntityRow.location_id == location_id)
+                .order_by(EntityRow.entity_ref)
+            )
+        )
 
     def location_by_ref(self, ref: str) -> LocationRow | None:
         row = self.row_by_ref(ref)
@@ -726,10 +886,8 @@ def _keyset(keys: list[tuple[Any, str]], after: list[Any], backwards: bool) -> C
         ascending = (direction == "asc") != backwards
         value = after[i]
         if value is None:
-            if ascending:
-                beyond = None  # NULLs are last: nothing sorts after a NULL in this key
-            else:
-                beyond = expression.is_not(None)
+            # Ascending keys put NULLs last: nothing sorts after a NULL in such a key.
+            beyond = None if ascending else expression.is_not(None)
         elif ascending:
             beyond = or_(expression > value, expression.is_(None))
         else:

@@ -74,8 +74,12 @@ class DocumentError:
     entity_ref: str | None = None
 
     def as_dict(self, source: str) -> dict[str, Any]:
-        return {"message": self.message, "source": source, "line": self.line,
-                "entityRef": self.entity_ref}
+        return {
+            "message": self.message,
+            "source": source,
+            "line": self.line,
+            "entityRef": self.entity_ref,
+        }
 
 
 @dataclass
@@ -130,16 +134,21 @@ def prepare(processed: ProcessedEntity) -> PreparedEntity:
     digest = hashlib.sha256(
         (json.dumps(entity, sort_keys=True, separators=(",", ":")) + repr(relations)).encode()
     ).hexdigest()
-    return PreparedEntity(processed.ref, body, digest, search_rows(entity), full_text(entity),
-                          relations)
+    return PreparedEntity(
+        processed.ref, body, digest, search_rows(entity), full_text(entity), relations
+    )
 
 
 class SourceReader:
     """Turns a source into a :class:`SourceOutcome` with the registered plugins."""
 
-    def __init__(self, settings: Settings, pipeline: EntityPipeline | None = None,
-                 readers: dict[str, LocationReader] | None = None,
-                 providers: dict[str, EntityProvider] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: EntityPipeline | None = None,
+        readers: dict[str, LocationReader] | None = None,
+        providers: dict[str, EntityProvider] | None = None,
+    ) -> None:
         self.settings = settings
         self.pipeline = pipeline or build_pipeline(settings)
         self.readers = readers or build_readers(settings)
@@ -164,7 +173,9 @@ class SourceReader:
             self._process_document(data, line, context, task, outcome)
         return outcome
 
-    def _provided(self, task: SourceTask, outcome: SourceOutcome) -> list[tuple[Any, int | None]] | None:
+    def _provided(
+        self, task: SourceTask, outcome: SourceOutcome
+    ) -> list[tuple[Any, int | None]] | None:
         try:
             provided = self.providers[task.location_target].provide()
         except Exception as exc:  # a plugin's failure is its location's error, not ours
@@ -173,8 +184,9 @@ class SourceReader:
             return None
         return [(entity, None) for entity in provided]
 
-    def _documents(self, task: SourceTask, source_type: str, source_target: str,
-                   outcome: SourceOutcome) -> list[tuple[Any, int | None]] | None:
+    def _documents(
+        self, task: SourceTask, source_type: str, source_target: str, outcome: SourceOutcome
+    ) -> list[tuple[Any, int | None]] | None:
         try:
             content = self.readers[source_type].read(source_target)
         except NotFoundError as exc:
@@ -221,8 +233,9 @@ class SourceReader:
             "spec": {"type": type_, "target": target, "presence": "required"},
         }
 
-    def _context(self, source_type: str, source_target: str,
-                 outcome: SourceOutcome) -> ProcessingContext:
+    def _context(
+        self, source_type: str, source_target: str, outcome: SourceOutcome
+    ) -> ProcessingContext:
         reader = self.readers.get(source_type) or self.readers["url"]
 
         def read_relative(relative: str) -> bytes:
@@ -233,8 +246,14 @@ class SourceReader:
 
         return ProcessingContext(source_type, source_target, read_relative, self.settings)
 
-    def _process_document(self, data: Any, line: int | None, context: ProcessingContext,
-                          task: SourceTask, outcome: SourceOutcome) -> None:
+    def _process_document(
+        self,
+        data: Any,
+        line: int | None,
+        context: ProcessingContext,
+        task: SourceTask,
+        outcome: SourceOutcome,
+    ) -> None:
         generated = task.is_root and context.location_type != PROVIDER_TYPE
         if isinstance(data, dict) and isinstance(data.get("metadata"), dict) and not generated:
             annotations = data["metadata"].setdefault("annotations", {})
@@ -242,8 +261,9 @@ class SourceReader:
                 annotations[MANAGED_BY] = context.location_key
                 annotations[MANAGED_BY_ORIGIN] = task.origin_key
                 if context.location_type == "url":
-                    annotations.setdefault(SOURCE_LOCATION,
-                                           "url:" + context.location_target.rsplit("/", 1)[0] + "/")
+                    annotations.setdefault(
+                        SOURCE_LOCATION, "url:" + context.location_target.rsplit("/", 1)[0] + "/"
+                    )
         try:
             processed = self.pipeline.process(data, context)
             if not generated:  # rules govern what files supply, not the registration itself
@@ -263,47 +283,70 @@ class SourceReader:
             return
         outcome.entities.append(prepare(processed))
 
-    def _check_rules(self, processed: ProcessedEntity, context: ProcessingContext,
-                     origin_key: str) -> None:
+    def _check_rules(
+        self, processed: ProcessedEntity, context: ProcessingContext, origin_key: str
+    ) -> None:
         """Backstage's catalog rules: a location configured with its own ``rules`` uses
         those; otherwise the global rules apply, each limited to the locations it names."""
         kind = processed.ref.kind.lower()
-        rules = next((loc.rules for loc in self.settings.catalog.locations
-                      if f"{loc.type}:{loc.target}" == origin_key and loc.rules),
-                     self.settings.catalog.rules)
+        rules = next(
+            (
+                loc.rules
+                for loc in self.settings.catalog.locations
+                if f"{loc.type}:{loc.target}" == origin_key and loc.rules
+            ),
+            self.settings.catalog.rules,
+        )
         for rule in rules:
             if rule.locations and not any(
-                    fnmatch.fnmatchcase(context.location_type, pattern.get("type", "*"))
-                    and fnmatch.fnmatchcase(context.location_target, pattern.get("target", "*"))
-                    for pattern in rule.locations):
+                fnmatch.fnmatchcase(context.location_type, pattern.get("type", "*"))
+                and fnmatch.fnmatchcase(context.location_target, pattern.get("target", "*"))
+                for pattern in rule.locations
+            ):
                 continue
             if "*" in rule.allow or kind in {k.lower() for k in rule.allow}:
                 return
-        raise InputError(f"{context.location_key} tried to supply an entity of kind "
-                         f"{processed.ref.kind!r}, which the catalog rules do not allow")
+        raise InputError(
+            f"{context.location_key} tried to supply an entity of kind "
+            f"{processed.ref.kind!r}, which the catalog rules do not allow"
+        )
 
-    def _add_children(self, entity: dict[str, Any], context: ProcessingContext,
-                      task: SourceTask, outcome: SourceOutcome) -> None:
+    def _add_children(
+        self,
+        entity: dict[str, Any],
+        context: ProcessingContext,
+        task: SourceTask,
+        outcome: SourceOutcome,
+    ) -> None:
         spec = entity.get("spec") or {}
         child_type = spec.get("type") or context.location_type
         if child_type not in self.readers:
             raise InputError(f"Location {EntityRef.of(entity)} has unknown type {child_type!r}")
         if child_type not in self.settings.catalog.allowed_location_types:
-            raise InputError(f"Location type {child_type!r} is not allowed "
-                             "(catalog.allowed_location_types)")
+            raise InputError(
+                f"Location type {child_type!r} is not allowed (catalog.allowed_location_types)"
+            )
         if child_type == "file" and context.location_type != "file":
-            raise InputError(f"Location {EntityRef.of(entity)} was read from "
-                             f"{context.location_key} and cannot point at files on the server")
+            raise InputError(
+                f"Location {EntityRef.of(entity)} was read from "
+                f"{context.location_key} and cannot point at files on the server"
+            )
         targets = [spec["target"]] if spec.get("target") else []
         targets += spec.get("targets") or []
         presence = spec.get("presence", "required")
         reader = self.readers[child_type]
         for raw_target in targets:
-            target = (reader.resolve(context.location_target, raw_target)
-                      if child_type == context.location_type else raw_target)
+            target = (
+                reader.resolve(context.location_target, raw_target)
+                if child_type == context.location_type
+                else raw_target
+            )
             if child_type == "url":
-                check_url(target, self.settings.catalog.allowed_hosts,
-                          self.settings.catalog.allow_private_network)
+                check_url(
+                    target,
+                    self.settings.catalog.allowed_hosts,
+                    self.settings.catalog.allow_private_network,
+                )
             globbed = child_type == "file" and bool(GLOB_CHARS & set(target))
             for expanded in self._expand(child_type, target):
                 key = f"{child_type}:{expanded}"

@@ -34,9 +34,15 @@ class EntityRef:
         """The lower-cased string form, used for identity and storage."""
         return f"{self.kind}:{self.namespace}/{self.name}".lower()
 
-    def display(self, default_kind: str | None = None, default_namespace: str = DEFAULT_NAMESPACE) -> str:
+    def display(
+        self, default_kind: str | None = None, default_namespace: str = DEFAULT_NAMESPACE
+    ) -> str:
         """The shortest string that still parses back to this ref in that context."""
-        text = self.name if self.namespace.lower() == default_namespace else f"{self.namespace}/{self.name}"
+        text = (
+            self.name
+            if self.namespace.lower() == default_namespace
+            else f"{self.namespace}/{self.name}"
+        )
         if default_kind and self.kind.lower() == default_kind.lower():
             return text
         return f"{self.kind.lower()}:{text}"
@@ -76,7 +82,10 @@ def parse_ref(
     else:
         raise EntityRefError(f"Entity reference must be a string, not {type(ref).__name__}")
     if not kind:
-        raise EntityRefError(f'Entity reference "{ref}" had missing or empty kind (e.g. did not start with "component:" or similar)')
+        raise EntityRefError(
+            f'Entity reference "{ref}" had missing or empty kind '
+            '(e.g. did not start with "component:" or similar)'
+        )
     if not namespace:
         raise EntityRefError(f'Entity reference "{ref}" had missing or empty namespace')
     return EntityRef(str(kind), str(namespace), str(name))
@@ -87,7 +96,9 @@ def _given(value: Any, default: str | None) -> Any:
     return default if value is None else value
 
 
-def _split(ref: str, default_kind: str | None, default_namespace: str) -> tuple[str | None, str, str]:
+def _split(
+    ref: str, default_kind: str | None, default_namespace: str
+) -> tuple[str | None, str, str]:
     """Split like Backstage's parseRefString: the first ``:`` before any ``/`` ends the
     kind, the first ``/`` ends the namespace, and the rest is the name."""
     if not ref:
@@ -97,14 +108,19 @@ def _split(ref: str, default_kind: str | None, default_namespace: str) -> tuple[
     if slash != -1 and slash < colon:
         colon = -1
     kind = None if colon == -1 else ref[:colon]
-    namespace = None if slash == -1 else ref[colon + 1:slash]
-    name = ref[max(colon + 1, slash + 1):]
+    namespace = None if slash == -1 else ref[colon + 1 : slash]
+    name = ref[max(colon + 1, slash + 1) :]
     if kind == "" or namespace == "" or name == "":
-        raise EntityRefError(f'Entity reference "{ref}" was not on the form [<kind>:][<namespace>/]<name>')
+        raise EntityRefError(
+            f'Entity reference "{ref}" was not on the form [<kind>:][<namespace>/]<name>'
+        )
     return kind or default_kind, namespace or default_namespace, name
 
 
-def ref_key(ref: str | dict[str, Any], default_kind: str | None = None,
-            default_namespace: str = DEFAULT_NAMESPACE) -> str:
+def ref_key(
+    ref: str | dict[str, Any],
+    default_kind: str | None = None,
+    default_namespace: str = DEFAULT_NAMESPACE,
+) -> str:
     """The lower-cased string form of a reference."""
     return str(parse_ref(ref, default_kind, default_namespace))

@@ -15,8 +15,13 @@ MAX_KEY_LENGTH = 200
 MAX_VALUE_LENGTH = 200
 
 FULL_TEXT_FIELDS = (
-    ("metadata", "name"), ("metadata", "title"), ("metadata", "description"),
-    ("spec", "type"), ("spec", "owner"), ("spec", "lifecycle"), ("spec", "system"),
+    ("metadata", "name"),
+    ("metadata", "title"),
+    ("metadata", "description"),
+    ("spec", "type"),
+    ("spec", "owner"),
+    ("spec", "lifecycle"),
+    ("spec", "system"),
 )
 
 
@@ -29,7 +34,8 @@ def search_rows(entity: dict[str, Any]) -> list[tuple[str, str | None, str | Non
     rows = [
         (key, None if value is None else value.lower(), value)
         for key, value in _flatten(entity, "")
-        if len(key) <= MAX_KEY_LENGTH and (value is None or len(value) <= MAX_VALUE_LENGTH)
+        if len(key) <= MAX_KEY_LENGTH
+        and (value is None or len(value) <= MAX_VALUE_LENGTH)
         and key not in NOT_INDEXED
     ]
     return list(dict.fromkeys(rows))

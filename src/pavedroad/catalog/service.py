@@ -34,8 +34,9 @@ class CatalogService:
 
     # -- locations -------------------------------------------------------------------
 
-    def register_location(self, type_: str, target: str, *, created_by: str | None = None,
-                          process: bool = True) -> tuple[LocationRow, list[dict[str, Any]]]:
+    def register_location(
+        self, type_: str, target: str, *, created_by: str | None = None, process: bool = True
+    ) -> tuple[LocationRow, list[dict[str, Any]]]:
         """Add a root location and (by default) ingest it now; returns it and its entities."""
         location = self.ingester.add_location(type_, target, origin="api", created_by=created_by)
         if process:
@@ -45,7 +46,9 @@ class CatalogService:
             entities = [e for e in reader.get_many(refs) if e is not None]
         return location, entities
 
-    def preview_location(self, type_: str, target: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def preview_location(
+        self, type_: str, target: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """What registering would produce (entities and errors), writing nothing."""
         target = self.ingester.normalise_target(type_, target)
         pending = [SourceTask("root:preview", "required", None, type_, target)]
@@ -58,13 +61,19 @@ class CatalogService:
             outcome = self.ingester.reader.read(task)
             for prepared in outcome.entities:
                 entity = json.loads(prepared.body)
-                entity["relations"] = [{"type": t, "targetRef": g}
-                                       for s, t, g in prepared.relations if s == prepared.key]
+                entity["relations"] = [
+                    {"type": t, "targetRef": g}
+                    for s, t, g in prepared.relations
+                    if s == prepared.key
+                ]
                 entities.append(entity)
             errors.extend(e.as_dict(task.key) for e in outcome.errors)
             ancestors = (*task.ancestors, task.key)
-            pending.extend(SourceTask(key, child.presence, None, type_, target, ancestors)
-                           for key, child in outcome.children.items() if key not in seen)
+            pending.extend(
+                SourceTask(key, child.presence, None, type_, target, ancestors)
+                for key, child in outcome.children.items()
+                if key not in seen
+            )
         return entities, errors
 
     def delete_entity(self, uid: str) -> None:

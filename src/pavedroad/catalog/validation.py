@@ -56,8 +56,9 @@ def is_valid_object_name(value: Any) -> bool:
     return isinstance(value, str) and 1 <= len(value) <= 63 and _full(_OBJECT_NAME, value)
 
 
-def _prefix_and_or_suffix(value: Any, separator: str, prefix: Callable[[Any], bool],
-                          suffix: Callable[[Any], bool]) -> bool:
+def _prefix_and_or_suffix(
+    value: Any, separator: str, prefix: Callable[[Any], bool], suffix: Callable[[Any], bool]
+) -> bool:
     if not isinstance(value, str):
         return False
     parts = value.split(separator)
@@ -70,7 +71,9 @@ def _prefix_and_or_suffix(value: Any, separator: str, prefix: Callable[[Any], bo
 
 def is_valid_api_version(value: Any) -> bool:
     return _prefix_and_or_suffix(
-        value, "/", is_valid_dns_subdomain,
+        value,
+        "/",
+        is_valid_dns_subdomain,
         lambda v: 1 <= len(v) <= 63 and _full(_API_VERSION_SUFFIX, v),
     )
 
@@ -104,8 +107,10 @@ def is_valid_tag(value: Any) -> bool:
 
 
 # What JavaScript's String.prototype.trim() removes (WhiteSpace and LineTerminator).
-_JS_WHITESPACE = ("\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
-                  "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff")
+_JS_WHITESPACE = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 
 
 def is_valid_string(value: Any) -> bool:
@@ -186,9 +191,10 @@ def _valid_ipv6(address: str) -> bool:
 
 def _valid_domain(host: str) -> bool:
     try:
-        domain = ".".join(label if label.isascii() else label.encode("idna").decode("ascii")
-                          for label in re.split(r"[.\u3002\uff0e\uff61]",
-                                                unquote(host, errors="strict").lower()))
+        domain = ".".join(
+            label if label.isascii() else label.encode("idna").decode("ascii")
+            for label in re.split(r"[.\u3002\uff0e\uff61]", unquote(host, errors="strict").lower())
+        )
     except (UnicodeError, ValueError):
         return False
     if not domain or set(domain) & _FORBIDDEN_DOMAIN:
@@ -223,8 +229,10 @@ def _ipv4_number(part: str) -> int | None:
 
 
 # FieldFormatEntityPolicy's expectation per validator, word for word.
-_NAME_EXPECTATION = ("a string that is sequences of [a-zA-Z0-9] separated by any of [-_.], "
-                     "at most 63 characters in total")
+_NAME_EXPECTATION = (
+    "a string that is sequences of [a-zA-Z0-9] separated by any of [-_.], "
+    "at most 63 characters in total"
+)
 _EXPECTATIONS = {
     "apiVersion": "a valid prefix and/or suffix",
     "kind": "a string that is a sequence of [a-zA-Z][a-z0-9A-Z], at most 63 characters in total",
@@ -342,8 +350,10 @@ def validate_envelope(entity: Any) -> list[str]:
         return [f"an entity must be a mapping, not {_type_name(entity)}"]
     foreign = [key for key in entity if key not in ROOT_FIELDS]
     if foreign:
-        return [f'Unknown field "{foreign[0]}" at the root of the entity; '
-                f"only {', '.join(ROOT_FIELDS)} are allowed"]
+        return [
+            f'Unknown field "{foreign[0]}" at the root of the entity; '
+            f"only {', '.join(ROOT_FIELDS)} are allowed"
+        ]
     if not _envelope_is_valid(entity):
         return schema_errors(_envelope_validator, entity)
     return _field_format_errors(entity)
@@ -358,8 +368,10 @@ def _field_format_errors(entity: dict[str, Any]) -> list[str]:
         if value is None:
             errors.append(f"{field} must have a value")
         elif not valid(value):
-            errors.append(f'"{field}" is not valid; expected {_EXPECTATIONS[expectation]} '
-                          f'but found "{value}".')
+            errors.append(
+                f'"{field}" is not valid; expected {_EXPECTATIONS[expectation]} '
+                f'but found "{value}".'
+            )
 
     check("apiVersion", entity["apiVersion"], is_valid_api_version, "apiVersion")
     check("kind", entity["kind"], is_valid_kind, "kind")

@@ -35,17 +35,49 @@ WARM_KINDS = 8
 SUGGESTIONS = 6
 
 # The order related objects are listed in; other relation types follow alphabetically.
-RELATION_ORDER = ["ownedBy", "partOf", "hasPart", "providesApi", "consumesApi", "apiProvidedBy",
-                  "apiConsumedBy", "dependsOn", "dependencyOf", "memberOf", "hasMember",
-                  "childOf", "parentOf", "ownerOf"]
+RELATION_ORDER = [
+    "ownedBy",
+    "partOf",
+    "hasPart",
+    "providesApi",
+    "consumesApi",
+    "apiProvidedBy",
+    "apiConsumedBy",
+    "dependsOn",
+    "dependencyOf",
+    "memberOf",
+    "hasMember",
+    "childOf",
+    "parentOf",
+    "ownerOf",
+]
 # Spec fields the entity page shows in its own places (About, graph, related, tabs).
-SHOWN_SPEC_FIELDS = {"owner", "system", "domain", "type", "lifecycle", "profile", "parent",
-                     "children", "members", "memberOf", "definition", "target", "targets",
-                     "dependsOn", "dependencyOf", "providesApis", "consumesApis",
-                     "subcomponentOf", "subdomainOf"}
+SHOWN_SPEC_FIELDS = {
+    "owner",
+    "system",
+    "domain",
+    "type",
+    "lifecycle",
+    "profile",
+    "parent",
+    "children",
+    "members",
+    "memberOf",
+    "definition",
+    "target",
+    "targets",
+    "dependsOn",
+    "dependencyOf",
+    "providesApis",
+    "consumesApis",
+    "subcomponentOf",
+    "subdomainOf",
+}
 # Relations the group and user pages show in their own sections.
-DEDICATED_RELATIONS = {"group": {"hasMember", "parentOf", "childOf", "ownerOf"},
-                       "user": {"memberOf", "ownerOf"}}
+DEDICATED_RELATIONS = {
+    "group": {"hasMember", "parentOf", "childOf", "ownerOf"},
+    "user": {"memberOf", "ownerOf"},
+}
 
 
 def catalog(request: Request) -> CatalogService:
@@ -56,6 +88,7 @@ Catalog = Annotated[CatalogService, Depends(catalog)]
 
 
 # -- the catalog table -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Facet:
@@ -121,17 +154,27 @@ class CatalogSelection:
         lower-cased (matching ignores case) so equal selections share cached counts."""
         parts: list[dict[str, Any]] = [
             {f.field: values[0] if len(values) == 1 else {"$in": values}}
-            for f in FACETS if f.param != without
-            and (values := sorted({v.lower() for v in self.values[f.param]}))]
+            for f in FACETS
+            if f.param != without and (values := sorted({v.lower() for v in self.values[f.param]}))
+        ]
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else {"$all": parts}
 
-    def params(self, drop: tuple[str, str] | None = None, add: tuple[str, str] | None = None,
-               without: str | None = None) -> list[tuple[str, str]]:
+    def params(
+        self,
+        drop: tuple[str, str] | None = None,
+        add: tuple[str, str] | None = None,
+        without: str | None = None,
+    ) -> list[tuple[str, str]]:
         dropped = (drop[0], drop[1].lower()) if drop else None
-        pairs = [(f.param, v) for f in FACETS if f.param != without for v in self.values[f.param]
-                 if (f.param, v.lower()) != dropped]
+        pairs = [
+            (f.param, v)
+            for f in FACETS
+            if f.param != without
+            for v in self.values[f.param]
+            if (f.param, v.lower()) != dropped
+        ]
         if add:
             pairs.append(add)
         if self.q:
@@ -143,9 +186,15 @@ class CatalogSelection:
 
     @property
     def chips(self) -> list[dict[str, str]]:
-        return [{"label": f.label, "value": f.display(v),
-                 "href": catalog_href(self.params(drop=(f.param, v)))}
-                for f in FACETS for v in self.values[f.param]]
+        return [
+            {
+                "label": f.label,
+                "value": f.display(v),
+                "href": catalog_href(self.params(drop=(f.param, v))),
+            }
+            for f in FACETS
+            for v in self.values[f.param]
+        ]
 
     @property
     def search_clear_href(self) -> str:
@@ -167,15 +216,17 @@ def catalog_apis() -> RedirectResponse:
 
 
 @router.get("/catalog")
-def catalog_page(request: Request, service: Catalog, q: str = "", cursor: str | None = None,
-                 start: str = "0") -> Response:
+def catalog_page(
+    request: Request, service: Catalog, q: str = "", cursor: str | None = None, start: str = "0"
+) -> Response:
     # Query parameters are read leniently: a page never answers a browser with JSON.
     selection = CatalogSelection.from_request(request, q)
     first = int(start) if start.isdigit() and len(start) < 10 else 0
     notice = None
     with service.reader() as reader:
-        query = EntityQuery(filter=selection.filter(), full_text=selection.q, limit=PAGE_SIZE,
-                            fields=TABLE_FIELDS)
+        query = EntityQuery(
+            filter=selection.filter(), full_text=selection.q, limit=PAGE_SIZE, fields=TABLE_FIELDS
+        )
         try:
             page = reader.query(query, cursor or None)
         except InputError:
@@ -187,11 +238,21 @@ def catalog_page(request: Request, service: Catalog, q: str = "", cursor: str | 
     pager = _pager(selection, page, first, cursor or None)
     kind_values = selection.values["kind"]
     heading = "APIs" if [v.lower() for v in kind_values] == ["api"] else "Catalog"
-    return render(request, "catalog/list.html", {
-        "title": heading, "heading": heading, "selection": selection, "facets": facets,
-        "rows": rows, "page": page, "pager": pager, "notice": notice,
-        "hidden_params": selection.params(),
-    })
+    return render(
+        request,
+        "catalog/list.html",
+        {
+            "title": heading,
+            "heading": heading,
+            "selection": selection,
+            "facets": facets,
+            "rows": rows,
+            "page": page,
+            "pager": pager,
+            "notice": notice,
+            "hidden_params": selection.params(),
+        },
+    )
 
 
 def _facet_views(reader: CatalogReader, selection: CatalogSelection, page: Page) -> list[FacetView]:
@@ -199,10 +260,13 @@ def _facet_views(reader: CatalogReader, selection: CatalogSelection, page: Page)
     views = []
     for facet in FACETS:
         values = _facet_values(facet, counts.get(facet.field, []), selection)
-        shown = values[:facet.top] + [v for v in values[facet.top:] if v.selected]
-        rest = [v for v in values[facet.top:] if not v.selected]
-        clear = (catalog_href(selection.params(without=facet.param))
-                 if selection.values[facet.param] else None)
+        shown = values[: facet.top] + [v for v in values[facet.top :] if v.selected]
+        rest = [v for v in values[facet.top :] if not v.selected]
+        clear = (
+            catalog_href(selection.params(without=facet.param))
+            if selection.values[facet.param]
+            else None
+        )
         omitted = max(len(rest) - FACET_MAX, 0)
         views.append(FacetView(facet, shown, rest[:FACET_MAX], omitted, clear))
     return views
@@ -233,18 +297,23 @@ def _warm_plan(reader: CatalogReader) -> list[tuple[FacetScope, list[str]]]:
     for item in sorted(kinds, key=lambda k: -k["count"])[:WARM_KINDS]:
         selection = CatalogSelection.empty()
         selection.values["kind"] = [str(item["value"])]
-        plan.extend((scope, fields) for scope, fields in _facet_scopes(selection)
-                    if scope.filter is not None)
+        plan.extend(
+            (scope, fields)
+            for scope, fields in _facet_scopes(selection)
+            if scope.filter is not None
+        )
     return plan
 
 
-def _facet_values(facet: Facet, counts: list[dict[str, Any]],
-                  selection: CatalogSelection) -> list[FacetValue]:
+def _facet_values(
+    facet: Facet, counts: list[dict[str, Any]], selection: CatalogSelection
+) -> list[FacetValue]:
     by_value: dict[str, FacetValue] = {}
     for count in counts:
         value = str(count["value"])
-        by_value.setdefault(value.lower(), FacetValue(value, facet.display(value),
-                                                      int(count["count"]), False, ""))
+        by_value.setdefault(
+            value.lower(), FacetValue(value, facet.display(value), int(count["count"]), False, "")
+        )
     for value in selection.values[facet.param]:
         by_value.setdefault(value.lower(), FacetValue(value, facet.display(value), 0, True, ""))
     for item in by_value.values():
@@ -264,28 +333,50 @@ def _row(entity: dict[str, Any]) -> dict[str, Any]:
     tags = [str(t) for t in metadata.get("tags") or [] if isinstance(t, str | int)]
     profile = _mapping(spec.get("profile"))
     return {
-        "url": entity_url(entity), "name": metadata.get("name"), "namespace": namespace,
+        "url": entity_url(entity),
+        "name": metadata.get("name"),
+        "namespace": namespace,
         "title": metadata.get("title") or profile.get("displayName"),
-        "kind": entity.get("kind"), "type": spec.get("type"),
-        "lifecycle": spec.get("lifecycle"), "tags": tags,
-        "owner": ({"label": ref_label(owner, "group", namespace),
-                   "url": entity_url(owner, "group", namespace)} if owner else None),
+        "kind": entity.get("kind"),
+        "type": spec.get("type"),
+        "lifecycle": spec.get("lifecycle"),
+        "tags": tags,
+        "owner": (
+            {
+                "label": ref_label(owner, "group", namespace),
+                "url": entity_url(owner, "group", namespace),
+            }
+            if owner
+            else None
+        ),
         "description": metadata.get("description"),
     }
 
 
-def _pager(selection: CatalogSelection, page: Page, start: int,
-           cursor: str | None) -> dict[str, Any]:
+def _pager(
+    selection: CatalogSelection, page: Page, start: int, cursor: str | None
+) -> dict[str, Any]:
     first = start + 1 if page.items else 0
-    pager: dict[str, Any] = {"first": first, "last": start + len(page.items), "total": page.total,
-                             "next": None, "prev": None}
+    pager: dict[str, Any] = {
+        "first": first,
+        "last": start + len(page.items),
+        "total": page.total,
+        "next": None,
+        "prev": None,
+    }
     if page.next_cursor:
-        pager["next"] = catalog_href([*selection.params(), ("cursor", page.next_cursor),
-                                      ("start", str(start + len(page.items)))])
+        pager["next"] = catalog_href(
+            [
+                *selection.params(),
+                ("cursor", page.next_cursor),
+                ("start", str(start + len(page.items))),
+            ]
+        )
     if page.prev_cursor and cursor:
         previous_start = max(start - PAGE_SIZE, 0)
-        pager["prev"] = catalog_href([*selection.params(), ("cursor", page.prev_cursor),
-                                      ("start", str(previous_start))])
+        pager["prev"] = catalog_href(
+            [*selection.params(), ("cursor", page.prev_cursor), ("start", str(previous_start))]
+        )
     if cursor and (pager["prev"] is None or start <= PAGE_SIZE):
         # Back to the first page is a plain link: no cursor needed.
         pager["prev"] = catalog_href(selection.params()) if start <= PAGE_SIZE else pager["prev"]
@@ -293,6 +384,7 @@ def _pager(selection: CatalogSelection, page: Page, start: int,
 
 
 # -- entity pages ------------------------------------------------------------------------------
+
 
 @dataclass
 class Related:
@@ -308,8 +400,12 @@ class Related:
             return self.label
         metadata = self.entity.get("metadata") or {}
         profile = (self.entity.get("spec") or {}).get("profile") or {}
-        return str(metadata.get("title") or (profile.get("displayName") if isinstance(profile, dict)
-                                              else None) or metadata.get("name") or self.label)
+        return str(
+            metadata.get("title")
+            or (profile.get("displayName") if isinstance(profile, dict) else None)
+            or metadata.get("name")
+            or self.label
+        )
 
     @property
     def description(self) -> str:
@@ -339,8 +435,9 @@ class EntityPage:
 
 
 @router.get("/catalog/{namespace}/{kind}/{name}")
-def entity_page(request: Request, service: Catalog, namespace: str, kind: str,
-                name: str) -> Response:
+def entity_page(
+    request: Request, service: Catalog, namespace: str, kind: str, name: str
+) -> Response:
     ref = EntityRef(kind, namespace, name)
     with service.reader() as reader:
         row = reader.row_by_ref(ref)
@@ -348,14 +445,22 @@ def entity_page(request: Request, service: Catalog, namespace: str, kind: str,
             return _entity_not_found(request, reader, ref)
         entity = reader.hydrate([row])[0]
         page = _entity_page(reader, entity, EntityRef.of(entity))
-    return render(request, "catalog/entity.html", {
-        "title": _display_title(entity),
-        "page": page, "entity": entity, "metadata": entity.get("metadata") or {},
-        "spec": _mapping(entity.get("spec")),
-        "kind": str(entity.get("kind", "")), "display_title": _display_title(entity),
-        "api_url": "/api/v1/catalog/entities/{}/{}/{}".format(*(_quote(p) for p in (
-            page.ref.kind, page.ref.namespace, page.ref.name))),
-    })
+    return render(
+        request,
+        "catalog/entity.html",
+        {
+            "title": _display_title(entity),
+            "page": page,
+            "entity": entity,
+            "metadata": entity.get("metadata") or {},
+            "spec": _mapping(entity.get("spec")),
+            "kind": str(entity.get("kind", "")),
+            "display_title": _display_title(entity),
+            "api_url": "/api/v1/catalog/entities/{}/{}/{}".format(
+                *(_quote(p) for p in (page.ref.kind, page.ref.namespace, page.ref.name))
+            ),
+        },
+    )
 
 
 def _entity_page(reader: CatalogReader, entity: dict[str, Any], ref: EntityRef) -> EntityPage:
@@ -369,11 +474,14 @@ def _entity_page(reader: CatalogReader, entity: dict[str, Any], ref: EntityRef) 
     kind = ref.kind.lower()
     skip = DEDICATED_RELATIONS.get(kind, set())
     page = EntityPage(
-        entity=entity, ref=ref, status=reader.status_of(key),
+        entity=entity,
+        ref=ref,
+        status=reader.status_of(key),
         graph=layout(reader.graph(key, depth=1), entity_url),
         related=_group_related([r for r in relations if r["type"] not in skip], bodies),
         other_spec=_other_spec(spec),
-        yaml=dump({k: v for k, v in entity.items() if k != "relations"}))
+        yaml=dump({k: v for k, v in entity.items() if k != "relations"}),
+    )
     page.domain = _domain(spec, bodies.get(system_key or ""), ref, kind)
     if kind == "group":
         page.group = _group_sections(relations, bodies)
@@ -391,8 +499,9 @@ def _other_spec(spec: dict[str, Any]) -> list[tuple[str, str, bool]]:
         if key in SHOWN_SPEC_FIELDS or value is None:
             continue
         if isinstance(value, str | int | float | bool):
-            fields.append((str(key), str(value).lower() if isinstance(value, bool) else str(value),
-                           False))
+            fields.append(
+                (str(key), str(value).lower() if isinstance(value, bool) else str(value), False)
+            )
         elif isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
             fields.append((str(key), ", ".join(str(v) for v in value), False))
         else:
@@ -403,23 +512,30 @@ def _other_spec(spec: dict[str, Any]) -> list[tuple[str, str, bool]]:
 def _related(ref: str, bodies: dict[str, dict[str, Any]]) -> Related:
     body = bodies.get(ref)
     parsed = parse_ref(ref)
-    return Related(ref=ref, kind=str(body.get("kind")) if body else parsed.kind,
-                   label=parsed.display(parsed.kind), url=entity_url(body) if body else None,
-                   entity=body)
+    return Related(
+        ref=ref,
+        kind=str(body.get("kind")) if body else parsed.kind,
+        label=parsed.display(parsed.kind),
+        url=entity_url(body) if body else None,
+        entity=body,
+    )
 
 
-def _group_related(relations: list[dict[str, Any]],
-                   bodies: dict[str, dict[str, Any]]) -> list[tuple[str, list[Related]]]:
+def _group_related(
+    relations: list[dict[str, Any]], bodies: dict[str, dict[str, Any]]
+) -> list[tuple[str, list[Related]]]:
     grouped: dict[str, list[Related]] = defaultdict(list)
     for relation in relations:
         grouped[str(relation["type"])].append(_related(str(relation["targetRef"]), bodies))
     order = {name: i for i, name in enumerate(RELATION_ORDER)}
-    return sorted(grouped.items(),
-                  key=lambda item: (order.get(item[0], len(order)), item[0].lower()))
+    return sorted(
+        grouped.items(), key=lambda item: (order.get(item[0], len(order)), item[0].lower())
+    )
 
 
-def _domain(spec: dict[str, Any], system: dict[str, Any] | None, ref: EntityRef,
-            kind: str) -> Related | None:
+def _domain(
+    spec: dict[str, Any], system: dict[str, Any] | None, ref: EntityRef, kind: str
+) -> Related | None:
     """The domain an entity belongs to: its own (systems) or its system's."""
     if kind == "system":
         domain = spec.get("domain")
@@ -428,22 +544,38 @@ def _domain(spec: dict[str, Any], system: dict[str, Any] | None, ref: EntityRef,
     else:
         return None
     key = _ref_key(domain, "domain", ref.namespace)
-    return Related(ref=key, kind="Domain", label=parse_ref(key).display("domain"),
-                   url=entity_url(key), entity=None) if key else None
+    return (
+        Related(
+            ref=key,
+            kind="Domain",
+            label=parse_ref(key).display("domain"),
+            url=entity_url(key),
+            entity=None,
+        )
+        if key
+        else None
+    )
 
 
-def _group_sections(relations: list[dict[str, Any]],
-                    bodies: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _group_sections(
+    relations: list[dict[str, Any]], bodies: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     def targets(type_: str) -> list[Related]:
         return [_related(str(r["targetRef"]), bodies) for r in relations if r["type"] == type_]
 
     owned = targets("ownerOf")
-    return {"members": targets("hasMember"), "parents": targets("childOf"),
-            "children": targets("parentOf"), "owned": _by_kind(owned), "owned_count": len(owned)}
+    return {
+        "members": targets("hasMember"),
+        "parents": targets("childOf"),
+        "children": targets("parentOf"),
+        "owned": _by_kind(owned),
+        "owned_count": len(owned),
+    }
 
 
-def _user_sections(reader: CatalogReader, relations: list[dict[str, Any]],
-                   bodies: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _user_sections(
+    reader: CatalogReader, relations: list[dict[str, Any]], bodies: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     groups = [_related(str(r["targetRef"]), bodies) for r in relations if r["type"] == "memberOf"]
     owned = [_related(str(r["targetRef"]), bodies) for r in relations if r["type"] == "ownerOf"]
     pairs = portal_data.relation_targets(reader.session, [g.ref for g in groups], "ownerOf")
@@ -453,8 +585,12 @@ def _user_sections(reader: CatalogReader, relations: list[dict[str, Any]],
         items = [_related(target, group_bodies) for source, target in pairs if source == group.ref]
         if items:
             through.append({"group": group, "owned": _by_kind(items), "count": len(items)})
-    return {"groups": groups, "owned": _by_kind(owned), "owned_count": len(owned),
-            "through": through}
+    return {
+        "groups": groups,
+        "owned": _by_kind(owned),
+        "owned_count": len(owned),
+        "through": through,
+    }
 
 
 def _by_kind(items: list[Related]) -> list[tuple[str, list[Related]]]:
@@ -480,13 +616,19 @@ def _api_definition(spec: dict[str, Any], key: str) -> dict[str, Any]:
 
 def _entity_not_found(request: Request, reader: CatalogReader, ref: EntityRef) -> Response:
     suggestions = _similar(reader, ref.name)
-    return render(request, "portal/not_found.html", {
-        "title": "Not found",
-        "message": f"No {ref.kind.lower()} named '{ref.name}' in namespace '{ref.namespace}'.",
-        "hint": "It may have been renamed or removed from its catalog-info.yaml, or its "
-                "location has not been registered yet.",
-        "search": ref.name, "suggestions": [_row(e) for e in suggestions],
-    }, status_code=404)
+    return render(
+        request,
+        "portal/not_found.html",
+        {
+            "title": "Not found",
+            "message": f"No {ref.kind.lower()} named '{ref.name}' in namespace '{ref.namespace}'.",
+            "hint": "It may have been renamed or removed from its catalog-info.yaml, or its "
+            "location has not been registered yet.",
+            "search": ref.name,
+            "suggestions": [_row(e) for e in suggestions],
+        },
+        status_code=404,
+    )
 
 
 def _similar(reader: CatalogReader, name: str) -> list[dict[str, Any]]:
@@ -494,8 +636,9 @@ def _similar(reader: CatalogReader, name: str) -> list[dict[str, Any]]:
     words = sorted((w for w in re.split(r"[^A-Za-z0-9]+", name) if len(w) >= 3), key=len)
     for term in dict.fromkeys([name.strip()[:100], *reversed(words)]):
         if term:
-            found = reader.query(EntityQuery(full_text=term, limit=SUGGESTIONS,
-                                             fields=TABLE_FIELDS)).items
+            found = reader.query(
+                EntityQuery(full_text=term, limit=SUGGESTIONS, fields=TABLE_FIELDS)
+            ).items
             if found:
                 return found
     return []
@@ -527,14 +670,19 @@ def _quote(part: str) -> str:
 
 # -- locations -----------------------------------------------------------------------------------
 
+
 @router.get("/locations")
 def locations_page(request: Request, service: Catalog) -> Response:
     with service.reader() as reader:
-        locations = [{"row": row, "status": reader.location_status(row.id)}
-                     for row in reader.locations()]
+        locations = [
+            {"row": row, "status": reader.location_status(row.id)} for row in reader.locations()
+        ]
         summary = reader.processing_summary()
-    return render(request, "catalog/locations.html", {
-        "title": "Locations", "locations": locations, "summary": summary})
+    return render(
+        request,
+        "catalog/locations.html",
+        {"title": "Locations", "locations": locations, "summary": summary},
+    )
 
 
 @router.get("/locations/{location_id}")
@@ -543,13 +691,26 @@ def location_page(request: Request, service: Catalog, location_id: str) -> Respo
         try:
             row = reader.location(location_id)
         except NotFoundError:
-            return render(request, "portal/not_found.html", {
-                "title": "Not found", "message": f"No location with id '{location_id}'.",
-                "hint": "It may have been unregistered.", "back": ("/locations", "All locations"),
-            }, status_code=404)
+            return render(
+                request,
+                "portal/not_found.html",
+                {
+                    "title": "Not found",
+                    "message": f"No location with id '{location_id}'.",
+                    "hint": "It may have been unregistered.",
+                    "back": ("/locations", "All locations"),
+                },
+                status_code=404,
+            )
         status = reader.location_status(row.id)
         entities = portal_data.location_entities(reader.session, row.id)
-    return render(request, "catalog/location.html", {
-        "title": f"Location {row.target}", "location": row, "status": status,
-        "entities": [_row(e) for e in entities]})
-
+    return render(
+        request,
+        "catalog/location.html",
+        {
+            "title": f"Location {row.target}",
+            "location": row,
+            "status": status,
+            "entities": [_row(e) for e in entities],
+        },
+    )

@@ -18,16 +18,19 @@ class ApiClient:
         try:
             response = httpx.request(method, self.base + path, timeout=120, **kwargs)
         except httpx.HTTPError as exc:
-            fail(f"cannot reach the Pavedroad server at {self.base} ({exc.__class__.__name__}); "
-                 "start it with `pave up` or pass --server")
+            fail(
+                f"cannot reach the Pavedroad server at {self.base} ({exc.__class__.__name__}); "
+                "start it with `pave up` or pass --server"
+            )
         if response.status_code >= 400:
             try:
                 body = response.json()
-                message = body.get("detail") or body.get("error", {}).get("message") or response.text
+                message = (
+                    body.get("detail") or body.get("error", {}).get("message") or response.text
+                )
             except ValueError:
                 message = response.text or response.reason_phrase
-            fail(f"{message} (HTTP {response.status_code})",
-                 2 if response.status_code < 500 else 1)
+            fail(f"{message} (HTTP {response.status_code})", 2 if response.status_code < 500 else 1)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,14 +13,18 @@ from pavedroad.catalog.cli import catalog_app
 from pavedroad.cli.output import fail
 from pavedroad.settings import Settings
 
-app = typer.Typer(help="Pavedroad: the paved road from template to production.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Pavedroad: the paved road from template to production.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(catalog_app, name="catalog")
 
 DEMO_DIR = Path(__file__).resolve().parents[3] / "examples" / "demo"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except Exception as exc:  # pydantic's ValidationError or a bad settings file
@@ -33,9 +38,15 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def main_callback(version: bool = typer.Option(False, "--version", is_eager=True,
-                                               callback=_print_version,
-                                               help="Print the version and exit.")) -> None:
+def main_callback(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print the version and exit.",
+    ),
+) -> None:
     """Pavedroad: the paved road from template to production."""
 
 
@@ -55,8 +66,11 @@ def up(
 def server(
     host: str = typer.Option(None, help="Interface to listen on."),
     port: int = typer.Option(None, help="Port to listen on."),
-    background: bool = typer.Option(False, "--background/--no-background",
-                                    help="Also run background processing in this process."),
+    background: bool = typer.Option(
+        False,
+        "--background/--no-background",
+        help="Also run background processing in this process.",
+    ),
 ) -> None:
     """Serve the API and portal only (scale-out: run `pave worker` for background work)."""
     _serve(load_settings(host=host, port=port), background=background, demo=False)
@@ -79,7 +93,9 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     if once:
         runner.run_once()
         return
-    typer.echo(f"pave worker: processing background work for {_redact(settings.resolved_database_url)}")
+    typer.echo(
+        f"pave worker: processing background work for {_redact(settings.resolved_database_url)}"
+    )
     runner.start()
     try:
         while runner._thread and runner._thread.is_alive():
@@ -127,13 +143,16 @@ def _load_demo(catalog: object) -> None:
     report = catalog.ingester.run_until_idle(location_id=location.id)
     with catalog.reader() as reader:
         count = len(reader.entity_refs_of_location(location.id))
-    typer.echo(f"Demo organisation loaded: {count} entities from {report.sources} files"
-               + (f", {report.errors} errors" if report.errors else ""))
+    typer.echo(
+        f"Demo organisation loaded: {count} entities from {report.sources} files"
+        + (f", {report.errors} errors" if report.errors else "")
+    )
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

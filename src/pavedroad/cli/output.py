@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 from typing import Any, NoReturn
 
 import typer
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     yaml = "yaml"
@@ -22,8 +22,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def emit(data: Any, fmt: Format, columns: Sequence[tuple[str, str]] | None = None,
-         rows: list[list[str]] | None = None) -> None:
+def emit(
+    data: Any,
+    fmt: Format,
+    columns: Sequence[tuple[str, str]] | None = None,
+    rows: list[list[str]] | None = None,
+) -> None:
     if fmt is Format.json:
         typer.echo(json.dumps(data, indent=2, default=str))
     elif fmt is Format.yaml:

@@ -132,8 +132,7 @@ def bulk_insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
     connection = session.connection()
     marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     quoted = ", ".join(connection.dialect.identifier_preparer.quote(c) for c in columns)
-    statement = (f"INSERT INTO {table.name} ({quoted}) "
-                 f"VALUES ({', '.join([marker] * len(columns))})")
+    statement = f"INSERT INTO {table.name} ({quoted}) VALUES ({', '.join([marker] * len(columns))})"
     connection.exec_driver_sql(statement, [tuple(row[c] for c in columns) for row in rows])
 
 

@@ -28,8 +28,10 @@ def host_allowed(url: str, allowed_hosts: list[str]) -> bool:
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     with_port = f"{host}:{parts.port}" if parts.port else host
-    return any(fnmatch.fnmatchcase(host, p.lower()) or fnmatch.fnmatchcase(with_port, p.lower())
-               for p in allowed_hosts)
+    return any(
+        fnmatch.fnmatchcase(host, p.lower()) or fnmatch.fnmatchcase(with_port, p.lower())
+        for p in allowed_hosts
+    )
 
 
 def _check_address(url: str, allow_private_network: bool) -> None:
@@ -45,7 +47,8 @@ def _check_address(url: str, allow_private_network: bool) -> None:
         if (address.is_loopback or address.is_private) and not allow_private_network:
             raise OutboundError(
                 f"{host} resolves to {address}, a loopback or private address; set "
-                "catalog.allow_private_network to allow it")
+                "catalog.allow_private_network to allow it"
+            )
 
 
 def check_url(url: str, allowed_hosts: list[str], allow_private_network: bool) -> None:
@@ -56,12 +59,19 @@ def check_url(url: str, allowed_hosts: list[str], allow_private_network: bool) -
     if not host_allowed(url, allowed_hosts):
         raise OutboundError(
             f"host {parts.hostname!r} is not in the allowed hosts "
-            f"(catalog.allowed_hosts: {', '.join(allowed_hosts) or 'none'})")
+            f"(catalog.allowed_hosts: {', '.join(allowed_hosts) or 'none'})"
+        )
     _check_address(url, allow_private_network)
 
 
-def fetch(url: str, *, allowed_hosts: list[str], allow_private_network: bool = False,
-          max_bytes: int = 1024 * 1024, timeout: float = 20.0) -> bytes:
+def fetch(
+    url: str,
+    *,
+    allowed_hosts: list[str],
+    allow_private_network: bool = False,
+    max_bytes: int = 1024 * 1024,
+    timeout: float = 20.0,
+) -> bytes:
     """GET a URL, following at most five redirects, each one checked again."""
     current = url
     with httpx.Client(follow_redirects=False, timeout=timeout) as client:

@@ -10,9 +10,7 @@ from pavedroad.core import hookspecs
 
 ENTRY_POINT_GROUP = "pavedroad.plugins"
 
-BUILTIN_PLUGINS = (
-    "pavedroad.catalog.builtin",
-)
+BUILTIN_PLUGINS = ("pavedroad.catalog.builtin",)
 
 
 @lru_cache(maxsize=1)

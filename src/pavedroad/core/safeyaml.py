@@ -9,6 +9,7 @@ column (1-based).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ class YamlError(InputError):
     title = "Invalid YAML"
     type_slug = "invalid-yaml"
 
-    def __init__(self, message: str, source: str, line: int | None = None,
-                 column: int | None = None) -> None:
+    def __init__(
+        self, message: str, source: str, line: int | None = None, column: int | None = None
+    ) -> None:
         where = source if line is None else f"{source}:{line}:{column or 1}"
         super().__init__(f"{where}: {message}", source=source, line=line, column=column)
         self.message = message
@@ -78,11 +80,13 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, dict | list):
                 raise yaml.constructor.ConstructorError(
-                    None, None, "mapping keys must be scalars", key_node.start_mark)
+                    None, None, "mapping keys must be scalars", key_node.start_mark
+                )
             key = _key_text(key)
             if key in result:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
             result[key] = self.construct_object(value_node, deep=deep)
         return result
 
@@ -109,9 +113,12 @@ _Loader.yaml_implicit_resolvers = {}
 _CORE_SCHEMA = [
     ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
     ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
-    ("tag:yaml.org,2002:float",
-     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+0123456789."),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
     ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
 ]
 for _tag, _pattern, _first in _CORE_SCHEMA:
@@ -154,16 +161,23 @@ def _check_shape(node: yaml.Node, source: str, limits: YamlLimits) -> None:
                 raise _node_error(f"nesting deeper than {limits.max_depth} levels", current, source)
             return size, height
         active.add(key)
-        children = ([n for pair in current.value for n in pair]
-                    if isinstance(current, yaml.MappingNode) else current.value)
+        children = (
+            [n for pair in current.value for n in pair]
+            if isinstance(current, yaml.MappingNode)
+            else current.value
+        )
         size, height = 1, 1
         for child in children:
             child_size, child_height = measure(child, depth + 1)
             size += child_size
             height = max(height, child_height + 1)
         if size > limits.max_nodes:
-            raise _node_error(f"document expands to more than {limits.max_nodes} nodes "
-                              "(alias expansion too large)", current, source)
+            raise _node_error(
+                f"document expands to more than {limits.max_nodes} nodes "
+                "(alias expansion too large)",
+                current,
+                source,
+            )
         active.discard(key)
         measured[key] = (size, height)
         return size, height
@@ -180,7 +194,8 @@ def _decode(data: bytes | str, source: str, limits: YamlLimits) -> str:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if len(raw) > limits.max_bytes:
         raise YamlTooLargeError(
-            f"file is {len(raw)} bytes, over the limit of {limits.max_bytes} bytes", source)
+            f"file is {len(raw)} bytes, over the limit of {limits.max_bytes} bytes", source
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -192,18 +207,18 @@ def _split_documents(text: str) -> Iterator[tuple[int, str]]:
     starts = [m.start() for m in _DOCUMENT_MARKER.finditer(text)]
     bounds = [0, *starts, len(text)]
     pending_preamble = ""
-    for begin, end in zip(bounds, bounds[1:], strict=False):
+    for begin, end in itertools.pairwise(bounds):
         chunk = text[begin:end]
         if chunk.startswith("..."):
             chunk = " " * 3 + chunk[3:]
         body = chunk if not chunk.startswith("---") else chunk[3:]
-        if all(_BLANK_OR_COMMENT.match(line) or line.startswith("%")
-               for line in body.splitlines()) and not chunk.startswith("---"):
+        if all(
+            _BLANK_OR_COMMENT.match(line) or line.startswith("%") for line in body.splitlines()
+        ) and not chunk.startswith("---"):
             pending_preamble += chunk
             continue
-        if not body.strip() or all(_BLANK_OR_COMMENT.match(line) for line in body.splitlines()):
-            if chunk.startswith("---") and body.strip() == "":
-                continue
+        if chunk.startswith("---") and not body.strip():
+            continue
         first_line = text.count("\n", 0, begin)
         if pending_preamble:
             first_line -= pending_preamble.count("\n")
@@ -212,8 +227,9 @@ def _split_documents(text: str) -> Iterator[tuple[int, str]]:
         yield first_line, chunk
 
 
-def _parse_chunk(chunk: str, first_line: int, source: str,
-                 limits: YamlLimits) -> tuple[Any, int] | None:
+def _parse_chunk(
+    chunk: str, first_line: int, source: str, limits: YamlLimits
+) -> tuple[Any, int] | None:
     """One document's data and the line it starts on (None for an empty document)."""
     loader = _Loader("\n" * first_line + chunk)
     try:
@@ -245,8 +261,9 @@ def _describe(exc: yaml.MarkedYAMLError) -> str:
     return problem
 
 
-def load_documents(data: bytes | str, source: str = "<input>",
-                   limits: YamlLimits | None = None) -> list[YamlDocument]:
+def load_documents(
+    data: bytes | str, source: str = "<input>", limits: YamlLimits | None = None
+) -> list[YamlDocument]:
     """Parse every document of a stream; errors are per document.
 
     A stream over the size cap or not in UTF-8 raises instead: no document of it is read.
@@ -289,8 +306,9 @@ def _parse_stream(text: str, source: str, limits: YamlLimits) -> list[YamlDocume
     return documents
 
 
-def load_document(data: bytes | str, source: str = "<input>",
-                  limits: YamlLimits | None = None) -> Any:
+def load_document(
+    data: bytes | str, source: str = "<input>", limits: YamlLimits | None = None
+) -> Any:
     """Parse a single-document stream, raising :class:`YamlError` on any problem."""
     documents = load_documents(data, source, limits)
     for document in documents:
@@ -304,5 +322,6 @@ def load_document(data: bytes | str, source: str = "<input>",
 def dump(data: Any) -> str:
     """Serialise plain data as block-style YAML, keys in their given order."""
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True,
-                     default_flow_style=False)
+    return yaml.dump(
+        data, Dumper=dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
+    )

@@ -34,8 +34,13 @@ _ITEMS: list[NavItem] = [
     NavItem("catalog", "Catalog", "/catalog", "catalog", _catalog),
     NavItem("apis", "APIs", "/catalog?kind=api", "api", _kind_is("api")),
     NavItem("groups", "Teams", "/catalog?kind=group", "team", _kind_is("group")),
-    NavItem("locations", "Locations", "/locations", "location",
-            lambda path, _q: path.startswith("/locations")),
+    NavItem(
+        "locations",
+        "Locations",
+        "/locations",
+        "location",
+        lambda path, _q: path.startswith("/locations"),
+    ),
 ]
 
 _FOOTER_ITEMS: list[NavItem] = [

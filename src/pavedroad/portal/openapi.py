@@ -142,10 +142,14 @@ class _Digester:
         info = _mapping(self.document.get("info"))
         operations, truncated = self.operations()
         return ApiDigest(
-            title=_text(info.get("title")), version=_text(info.get("version")),
-            description=_text(info.get("description")), spec_version=version,
-            servers=self.servers(), operations=operations,
-            truncated=truncated or self.nodes >= MAX_SCHEMA_NODES)
+            title=_text(info.get("title")),
+            version=_text(info.get("version")),
+            description=_text(info.get("description")),
+            spec_version=version,
+            servers=self.servers(),
+            operations=operations,
+            truncated=truncated or self.nodes >= MAX_SCHEMA_NODES,
+        )
 
     # -- references --------------------------------------------------------------------
 
@@ -182,12 +186,16 @@ class _Digester:
             host = _text(self.document.get("host"))
             if not host:
                 return []
-            schemes = [s for s in _list(self.document.get("schemes"))
-                       if isinstance(s, str)] or ["https"]
+            schemes = [s for s in _list(self.document.get("schemes")) if isinstance(s, str)] or [
+                "https"
+            ]
             base = _text(self.document.get("basePath"))
             return [Server(f"{scheme}://{host}{base}", "") for scheme in schemes]
-        return [Server(_text(s.get("url")), _text(s.get("description")))
-                for s in _list(self.document.get("servers")) if isinstance(s, dict)]
+        return [
+            Server(_text(s.get("url")), _text(s.get("description")))
+            for s in _list(self.document.get("servers"))
+            if isinstance(s, dict)
+        ]
 
     def operations(self) -> tuple[list[Operation], bool]:
         result: list[Operation] = []
@@ -205,8 +213,9 @@ class _Digester:
                 result.append(self.operation(method, str(path), operation, shared))
         return result, False
 
-    def operation(self, method: str, path: str, data: dict[str, Any],
-                  shared: list[Any]) -> Operation:
+    def operation(
+        self, method: str, path: str, data: dict[str, Any], shared: list[Any]
+    ) -> Operation:
         parameters = self.parameters([*shared, *_list(data.get("parameters"))])
         body = self.request_body(data)
         if self.swagger:
@@ -214,17 +223,24 @@ class _Digester:
             parameters = [p for p in parameters if p.location != "body"]
             if body_params and body is None:
                 first = body_params[0]
-                consumes = (_list(data.get("consumes") or self.document.get("consumes"))
-                            or ["application/json"])
-                body = RequestBody(first.required, first.description,
-                                   [Content(str(consumes[0]), first.schema)])
+                consumes = _list(data.get("consumes") or self.document.get("consumes")) or [
+                    "application/json"
+                ]
+                body = RequestBody(
+                    first.required, first.description, [Content(str(consumes[0]), first.schema)]
+                )
         return Operation(
-            method=method, path=path, summary=_text(data.get("summary")),
+            method=method,
+            path=path,
+            summary=_text(data.get("summary")),
             description=_text(data.get("description")),
             operation_id=_text(data.get("operationId")) or None,
             deprecated=data.get("deprecated") is True,
             tags=[str(t) for t in _list(data.get("tags")) if isinstance(t, str | int)],
-            parameters=parameters, request_body=body, responses=self.responses(data))
+            parameters=parameters,
+            request_body=body,
+            responses=self.responses(data),
+        )
 
     def parameters(self, raw: list[Any]) -> list[Parameter]:
         merged: dict[tuple[str, str], Parameter] = {}
@@ -240,11 +256,13 @@ class _Digester:
                 first = next(iter(item["content"].values()), None)
                 schema_data = first.get("schema") if isinstance(first, dict) else None
             parameter = Parameter(
-                name=_text(item.get("name")), location=location,
+                name=_text(item.get("name")),
+                location=location,
                 required=item.get("required") is True or location == "path",
                 description=_text(item.get("description")),
                 schema=self.schema(schema_data) if schema_data is not None else None,
-                deprecated=item.get("deprecated") is True)
+                deprecated=item.get("deprecated") is True,
+            )
             merged[(parameter.name, location)] = parameter  # operation-level wins
         return list(merged.values())
 
@@ -252,8 +270,11 @@ class _Digester:
         body, _ = self.resolve(data.get("requestBody"))
         if not isinstance(body, dict):
             return None
-        return RequestBody(body.get("required") is True, _text(body.get("description")),
-                           self.contents(body.get("content")))
+        return RequestBody(
+            body.get("required") is True,
+            _text(body.get("description")),
+            self.contents(body.get("content")),
+        )
 
     def responses(self, data: dict[str, Any]) -> list[Response]:
         result = []
@@ -270,31 +291,53 @@ class _Digester:
         return sorted(result, key=lambda r: (r.status == "default", r.status))
 
     def contents(self, raw: Any) -> list[Content]:
-        return [Content(str(media_type), self.schema(item.get("schema")) if isinstance(item, dict)
-                        and item.get("schema") is not None else None)
-                for media_type, item in _mapping(raw).items()]
+        return [
+            Content(
+                str(media_type),
+                self.schema(item.get("schema"))
+                if isinstance(item, dict) and item.get("schema") is not None
+                else None,
+            )
+            for media_type, item in _mapping(raw).items()
+        ]
 
     # -- schemas ----------------------------------------------------------------------
 
-    def schema(self, raw: Any, name: str | None = None, required: bool = False,
-               depth: int = 0, seen: frozenset[str] = frozenset()) -> Schema:
+    def schema(
+        self,
+        raw: Any,
+        name: str | None = None,
+        required: bool = False,
+        depth: int = 0,
+        seen: frozenset[str] = frozenset(),
+    ) -> Schema:
         self.nodes += 1
         data, ref = self.resolve(raw, seen)
         if isinstance(raw, dict) and isinstance(raw.get("$ref"), str):
             if raw["$ref"] in seen:
-                return Schema(type=ref or "object", name=name, required=required,
-                              ref=raw["$ref"].rsplit("/", 1)[-1], note="recursive: shown above")
+                return Schema(
+                    type=ref or "object",
+                    name=name,
+                    required=required,
+                    ref=raw["$ref"].rsplit("/", 1)[-1],
+                    note="recursive: shown above",
+                )
             seen = seen | {raw["$ref"]}
         if not isinstance(data, dict):
             return Schema(type="any", name=name, required=required, ref=ref)
         node = Schema(
-            type=_type_label(data), name=name, required=required, ref=ref,
+            type=_type_label(data),
+            name=name,
+            required=required,
+            ref=ref,
             description=_text(data.get("description")) or _text(data.get("title")),
             format=_text(data.get("format")) or None,
             enum=[_scalar(v) for v in _list(data.get("enum"))][:50],
             default=_scalar(data["default"]) if "default" in data else None,
             example=_scalar(data["example"]) if "example" in data else None,
-            nullable=data.get("nullable") is True, deprecated=data.get("deprecated") is True)
+            nullable=data.get("nullable") is True,
+            deprecated=data.get("deprecated") is True,
+        )
         if depth >= MAX_SCHEMA_DEPTH or self.nodes >= MAX_SCHEMA_NODES:
             if _has_children(data):
                 node.note = "nested deeper than shown"
@@ -302,8 +345,9 @@ class _Digester:
         self._children(node, data, depth, seen)
         return node
 
-    def _children(self, node: Schema, data: dict[str, Any], depth: int,
-                  seen: frozenset[str]) -> None:
+    def _children(
+        self, node: Schema, data: dict[str, Any], depth: int, seen: frozenset[str]
+    ) -> None:
         for combinator in ("allOf", "oneOf", "anyOf"):
             options = _list(data.get(combinator))
             if options:
@@ -321,8 +365,9 @@ class _Digester:
             return
         required = {r for r in _list(data.get("required")) if isinstance(r, str)}
         for prop_name, prop in list(_mapping(data.get("properties")).items())[:200]:
-            node.children.append(self.schema(prop, str(prop_name), prop_name in required,
-                                             depth + 1, seen))
+            node.children.append(
+                self.schema(prop, str(prop_name), prop_name in required, depth + 1, seen)
+            )
         extra = data.get("additionalProperties")
         if isinstance(extra, dict):
             node.children.append(self.schema(extra, "{key}", False, depth + 1, seen))

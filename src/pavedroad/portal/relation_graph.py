@@ -30,8 +30,9 @@ MAX_CAPTION_CHARS = 22
 LABEL_POSITION = 0.62
 
 # Relations whose target contains, owns or uses the entity: drawn on the left.
-LEFT_RELATIONS = frozenset({"ownedby", "partof", "childof", "memberof", "dependencyof",
-                            "apiconsumedby", "apiprovidedby"})
+LEFT_RELATIONS = frozenset(
+    {"ownedby", "partof", "childof", "memberof", "dependencyof", "apiconsumedby", "apiprovidedby"}
+)
 
 
 @dataclass
@@ -84,8 +85,9 @@ class GraphPicture:
         return sum(1 for n in self.nodes if not n.root and not n.more)
 
 
-def layout(graph: dict[str, Any], url_for: Callable[[str], str],
-           more_url: str = "#related") -> GraphPicture:
+def layout(
+    graph: dict[str, Any], url_for: Callable[[str], str], more_url: str = "#related"
+) -> GraphPicture:
     """The picture of ``CatalogReader.graph(ref, depth=1)``'s output."""
     root_ref: str = graph["root"]
     nodes = {n["ref"]: n for n in graph["nodes"]}
@@ -93,12 +95,19 @@ def layout(graph: dict[str, Any], url_for: Callable[[str], str],
     for edge in graph["edges"]:
         if edge["source"] == root_ref and edge["target"] != root_ref:
             types[edge["target"]].append(edge["type"])
-    neighbours = sorted(types, key=lambda ref: (_side(types[ref]), types[ref][0].lower(),
-                                                 nodes.get(ref, {}).get("kind", "").lower(), ref))
+    neighbours = sorted(
+        types,
+        key=lambda ref: (
+            _side(types[ref]),
+            types[ref][0].lower(),
+            nodes.get(ref, {}).get("kind", "").lower(),
+            ref,
+        ),
+    )
     hidden = 0
     if len(neighbours) > MAX_NEIGHBOURS:
         hidden = len(neighbours) - (MAX_NEIGHBOURS - 1)
-        neighbours = neighbours[:MAX_NEIGHBOURS - 1]
+        neighbours = neighbours[: MAX_NEIGHBOURS - 1]
     left = [r for r in neighbours if _side(types[r]) == 0]
     right = [r for r in neighbours if _side(types[r]) == 1]
     if hidden:
@@ -124,9 +133,16 @@ def _column_height(count: int) -> float:
     return count * NODE_HEIGHT + max(count - 1, 0) * ROW_GAP
 
 
-def _place(root_ref: str, nodes: dict[str, dict[str, Any]], types: dict[str, list[str]],
-           left: list[str], right: list[str], hidden: int, url_for: Callable[[str], str],
-           more_url: str) -> GraphPicture:
+def _place(
+    root_ref: str,
+    nodes: dict[str, dict[str, Any]],
+    types: dict[str, list[str]],
+    left: list[str],
+    right: list[str],
+    hidden: int,
+    url_for: Callable[[str], str],
+    more_url: str,
+) -> GraphPicture:
     height = max(_column_height(len(left)), _column_height(len(right)), ROOT_HEIGHT) + 2 * MARGIN
     x = MARGIN
     left_x = x
@@ -138,8 +154,9 @@ def _place(root_ref: str, nodes: dict[str, dict[str, Any]], types: dict[str, lis
     width = (right_x + NODE_WIDTH if right else x) + MARGIN
     root_y = (height - ROOT_HEIGHT) / 2
     picture = GraphPicture(width=width, height=height, hidden=hidden)
-    root = _node(root_ref, nodes.get(root_ref, {}), root_x, root_y, ROOT_WIDTH, ROOT_HEIGHT,
-                 url_for)
+    root = _node(
+        root_ref, nodes.get(root_ref, {}), root_x, root_y, ROOT_WIDTH, ROOT_HEIGHT, url_for
+    )
     root.root = True
     root.url = None
     for column, column_x, side in ((left, left_x, 0), (right, right_x, 1)):
@@ -147,21 +164,44 @@ def _place(root_ref: str, nodes: dict[str, dict[str, Any]], types: dict[str, lis
         for row, ref in enumerate(column):
             y = top + row * (NODE_HEIGHT + ROW_GAP)
             if not ref:
-                node = GraphNode(ref="", kind="more", label=f"+ {hidden} more",
-                                 caption="see related objects", x=column_x, y=y,
-                                 width=NODE_WIDTH, height=NODE_HEIGHT, url=more_url, more=True)
+                node = GraphNode(
+                    ref="",
+                    kind="more",
+                    label=f"+ {hidden} more",
+                    caption="see related objects",
+                    x=column_x,
+                    y=y,
+                    width=NODE_WIDTH,
+                    height=NODE_HEIGHT,
+                    url=more_url,
+                    more=True,
+                )
                 picture.nodes.append(node)
                 continue
-            node = _node(ref, nodes.get(ref, {"ref": ref, "resolved": False}), column_x, y,
-                         NODE_WIDTH, NODE_HEIGHT, url_for)
+            node = _node(
+                ref,
+                nodes.get(ref, {"ref": ref, "resolved": False}),
+                column_x,
+                y,
+                NODE_WIDTH,
+                NODE_HEIGHT,
+                url_for,
+            )
             picture.nodes.append(node)
             picture.edges.append(_edge(root, node, side, ", ".join(types[ref])))
     picture.nodes.append(root)  # drawn last, above the edges' ends
     return picture
 
 
-def _node(ref: str, data: dict[str, Any], x: float, y: float, width: float, height: float,
-          url_for: Callable[[str], str]) -> GraphNode:
+def _node(
+    ref: str,
+    data: dict[str, Any],
+    x: float,
+    y: float,
+    width: float,
+    height: float,
+    url_for: Callable[[str], str],
+) -> GraphNode:
     kind = str(data.get("kind") or ref.partition(":")[0] or "entity")
     name = str(data.get("title") or data.get("name") or ref.rpartition("/")[2])
     namespace = str(data.get("namespace") or "default")
@@ -173,9 +213,18 @@ def _node(ref: str, data: dict[str, Any], x: float, y: float, width: float, heig
     else:
         caption, name = "not in catalog", f"{kind.lower()}:{name}"
     limit = MAX_ROOT_LABEL_CHARS if width == ROOT_WIDTH else MAX_LABEL_CHARS
-    return GraphNode(ref=ref, kind=kind, label=_shorten(name, limit),
-                     caption=_shorten(caption, MAX_CAPTION_CHARS), x=x, y=y, width=width,
-                     height=height, url=url_for(ref) if resolved else None, resolved=resolved)
+    return GraphNode(
+        ref=ref,
+        kind=kind,
+        label=_shorten(name, limit),
+        caption=_shorten(caption, MAX_CAPTION_CHARS),
+        x=x,
+        y=y,
+        width=width,
+        height=height,
+        url=url_for(ref) if resolved else None,
+        resolved=resolved,
+    )
 
 
 def _edge(root: GraphNode, node: GraphNode, side: int, label: str) -> GraphEdge:
@@ -184,21 +233,29 @@ def _edge(root: GraphNode, node: GraphNode, side: int, label: str) -> GraphEdge:
     start_y = root.y + root.height / 2
     end_y = node.y + node.height / 2
     bend = (end_x - start_x) / 2
-    controls = ((start_x, start_y), (start_x + bend, start_y), (end_x - bend, end_y),
-                (end_x, end_y))
+    controls = (
+        (start_x, start_y),
+        (start_x + bend, start_y),
+        (end_x - bend, end_y),
+        (end_x, end_y),
+    )
     path = "M{:.1f},{:.1f} C{:.1f},{:.1f} {:.1f},{:.1f} {:.1f},{:.1f}".format(
-        *(v for point in controls for v in point))
+        *(v for point in controls for v in point)
+    )
     # Labels sit past the middle of the curve, where the fanned-out edges are apart.
     label_x, label_y = _bezier_point(controls, LABEL_POSITION)
-    return GraphEdge(path=path, label=label, label_x=label_x, label_y=label_y,
-                     resolved=node.resolved)
+    return GraphEdge(
+        path=path, label=label, label_x=label_x, label_y=label_y, resolved=node.resolved
+    )
 
 
 def _bezier_point(points: tuple[tuple[float, float], ...], t: float) -> tuple[float, float]:
-    weights = ((1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t ** 2, t ** 3)
-    return (sum(w * p[0] for w, p in zip(weights, points, strict=True)),
-            sum(w * p[1] for w, p in zip(weights, points, strict=True)))
+    weights = ((1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3)
+    return (
+        sum(w * p[0] for w, p in zip(weights, points, strict=True)),
+        sum(w * p[1] for w, p in zip(weights, points, strict=True)),
+    )
 
 
 def _shorten(text: str, limit: int = MAX_LABEL_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

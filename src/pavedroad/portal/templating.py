@@ -35,13 +35,16 @@ SAFE_URL_SCHEMES = frozenset({"http", "https", "mailto"})
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
 
-_loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(PORTAL_TEMPLATES)),
-                                     jinja2.FileSystemLoader(str(CATALOG_TEMPLATES))]
+_loaders: list[jinja2.BaseLoader] = [
+    jinja2.FileSystemLoader(str(PORTAL_TEMPLATES)),
+    jinja2.FileSystemLoader(str(CATALOG_TEMPLATES)),
+]
 _loader = jinja2.ChoiceLoader(_loaders)
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
 
@@ -54,14 +57,19 @@ def add_template_directory(path: Path) -> None:
 
 # -- filters -----------------------------------------------------------------------------
 
+
 def entity_path(kind: str, namespace: str, name: str) -> str:
     """The portal page of an entity: ``/catalog/<namespace>/<kind>/<name>``."""
-    return "/catalog/{}/{}/{}".format(quote(namespace.lower() or "default", safe=""),
-                                      quote(kind.lower(), safe=""), quote(name, safe=""))
+    return "/catalog/{}/{}/{}".format(
+        quote(namespace.lower() or "default", safe=""),
+        quote(kind.lower(), safe=""),
+        quote(name, safe=""),
+    )
 
 
-def entity_url(target: Any, default_kind: str | None = None,
-               default_namespace: str = "default") -> str:
+def entity_url(
+    target: Any, default_kind: str | None = None, default_namespace: str = "default"
+) -> str:
     """A link to an entity given its body, a :class:`EntityRef`, or a ref string."""
     if isinstance(target, dict) and "metadata" in target:
         ref = EntityRef.of(target)
@@ -75,8 +83,9 @@ def entity_url(target: Any, default_kind: str | None = None,
     return entity_path(ref.kind, ref.namespace, ref.name)
 
 
-def ref_label(target: Any, default_kind: str | None = None,
-              default_namespace: str = "default") -> str:
+def ref_label(
+    target: Any, default_kind: str | None = None, default_namespace: str = "default"
+) -> str:
     """The shortest readable form of a ref: ``payments-team``, ``group:payments-team``."""
     try:
         ref = parse_ref(target, default_kind, default_namespace)
@@ -109,8 +118,13 @@ def time_ago(value: datetime | None) -> str:
     seconds = (utcnow() - as_utc(value)).total_seconds()
     future = seconds < 0
     seconds = abs(seconds)
-    for size, unit in ((86400 * 365, "year"), (86400 * 30, "month"), (86400, "day"),
-                       (3600, "hour"), (60, "minute")):
+    for size, unit in (
+        (86400 * 365, "year"),
+        (86400 * 30, "month"),
+        (86400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+    ):
         if seconds >= size:
             amount = int(seconds // size)
             text = f"{amount} {unit}{'s' if amount != 1 else ''}"
@@ -140,13 +154,24 @@ def humanize_relation(relation_type: str) -> str:
 
 def _build_templates() -> Jinja2Templates:
     environment = jinja2.Environment(
-        loader=_loader, autoescape=True, undefined=jinja2.ChainableUndefined,
-        trim_blocks=True, lstrip_blocks=True)
-    environment.filters.update({
-        "entity_url": entity_url, "ref_label": ref_label, "safe_url": safe_url,
-        "markdown": markdown, "time_ago": time_ago, "isoformat": isoformat, "number": number,
-        "humanize_relation": humanize_relation,
-    })
+        loader=_loader,
+        autoescape=True,
+        undefined=jinja2.ChainableUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(
+        {
+            "entity_url": entity_url,
+            "ref_label": ref_label,
+            "safe_url": safe_url,
+            "markdown": markdown,
+            "time_ago": time_ago,
+            "isoformat": isoformat,
+            "number": number,
+            "humanize_relation": humanize_relation,
+        }
+    )
     environment.globals.update({"version": __version__, "entity_path": entity_path})
     return Jinja2Templates(env=environment)
 
@@ -154,8 +179,9 @@ def _build_templates() -> Jinja2Templates:
 templates = _build_templates()
 
 
-def render(request: Request, name: str, context: dict[str, Any] | None = None,
-           status_code: int = 200) -> Response:
+def render(
+    request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> Response:
     """A portal page: the template with the layout's context and the security headers."""
     page = {
         "navigation": navigation(),
@@ -163,5 +189,6 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None,
         "search_query": request.query_params.get("q", "") if request.url.path == "/catalog" else "",
         **(context or {}),
     }
-    return templates.TemplateResponse(request, name, page, status_code=status_code,
-                                      headers=SECURITY_HEADERS)
+    return templates.TemplateResponse(
+        request, name, page, status_code=status_code, headers=SECURITY_HEADERS
+    )

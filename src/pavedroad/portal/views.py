@@ -18,8 +18,13 @@ from pavedroad.portal.templating import render, templates
 
 STATIC_DIR = Path(__file__).parent / "static"
 RECENT_LIMIT = 8
-PRECOMPILED = ("portal/home.html", "portal/not_found.html", "catalog/list.html",
-               "catalog/entity.html", "catalog/locations.html")
+PRECOMPILED = (
+    "portal/home.html",
+    "portal/not_found.html",
+    "catalog/list.html",
+    "catalog/entity.html",
+    "catalog/locations.html",
+)
 
 # Paths whose errors stay machine-readable whatever the client accepts.
 _API_PREFIXES = ("/api/", "/healthz", "/metrics", "/static/")
@@ -44,12 +49,21 @@ def home_page(request: Request, service: CatalogService) -> Response:
     with service.reader() as reader:
         total = reader.count()
         kinds = reader.facets(["kind"])["kind"]
-        recent = reader.cached(("portal", "recent"), lambda: portal_data.recent_entities(
-            reader.session, RECENT_LIMIT)) if total else []
+        recent = (
+            reader.cached(
+                ("portal", "recent"),
+                lambda: portal_data.recent_entities(reader.session, RECENT_LIMIT),
+            )
+            if total
+            else []
+        )
         summary = reader.cached(("portal", "summary"), reader.processing_summary)
     kinds = sorted(kinds, key=lambda k: (-k["count"], str(k["value"]).lower()))
-    return render(request, "portal/home.html", {
-        "title": "Home", "total": total, "kinds": kinds, "recent": recent, "summary": summary})
+    return render(
+        request,
+        "portal/home.html",
+        {"title": "Home", "total": total, "kinds": kinds, "recent": recent, "summary": summary},
+    )
 
 
 def _install_html_not_found(app: FastAPI) -> None:
@@ -57,11 +71,22 @@ def _install_html_not_found(app: FastAPI) -> None:
     fallback = app.exception_handlers.get(StarletteHTTPException)
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        if (isinstance(exc, StarletteHTTPException) and exc.status_code == 404
-                and request.method in ("GET", "HEAD") and _wants_html(request)):
-            return render(request, "portal/not_found.html", {
-                "title": "Not found", "message": f"There is no page at {request.url.path}.",
-                "hint": "The link may be old, or the address mistyped."}, status_code=404)
+        if (
+            isinstance(exc, StarletteHTTPException)
+            and exc.status_code == 404
+            and request.method in ("GET", "HEAD")
+            and _wants_html(request)
+        ):
+            return render(
+                request,
+                "portal/not_found.html",
+                {
+                    "title": "Not found",
+                    "message": f"There is no page at {request.url.path}.",
+                    "hint": "The link may be old, or the address mistyped.",
+                },
+                status_code=404,
+            )
         if fallback is None:
             raise exc
         response = fallback(request, exc)
