@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pavedroad.catalog import validation
 from pavedroad.catalog.kinds import KindSchema
@@ -18,6 +18,7 @@ from pavedroad.catalog.refs import DEFAULT_NAMESPACE, EntityRef, EntityRefError,
 from pavedroad.core.errors import InputError
 from pavedroad.settings import Settings
 
+_T = TypeVar("_T")
 MAX_REF_LENGTH = 400  # the width of the stored ref columns
 
 
@@ -198,33 +199,32 @@ def _best_ref(entity: Any) -> str | None:
     return None
 
 
+def _registered(results: list[list[_T]]) -> list[_T]:
+    """Hook results flattened in plugin registration order (pluggy calls the last
+    registered plugin first), so a later plugin overrides an earlier one by name."""
+    return [item for group in reversed(results) for item in group]
+
+
 def build_pipeline(settings: Settings) -> EntityPipeline:
     """The pipeline from every registered plugin's kinds and processors."""
     from pavedroad.core.plugins import plugin_manager
 
     hook = plugin_manager().hook
-    kinds = [k for group in reversed(hook.pavedroad_catalog_kinds()) for k in group]
-    processors = [
-        p for group in reversed(hook.pavedroad_catalog_processors(settings=settings)) for p in group
-    ]
-    return EntityPipeline(kinds, processors)
+    return EntityPipeline(
+        _registered(hook.pavedroad_catalog_kinds()),
+        _registered(hook.pavedroad_catalog_processors(settings=settings)),
+    )
 
 
 def build_providers(settings: Settings) -> dict[str, EntityProvider]:
     from pavedroad.core.plugins import plugin_manager
 
-    providers: dict[str, EntityProvider] = {}
-    for group in reversed(plugin_manager().hook.pavedroad_catalog_providers(settings=settings)):
-        for provider in group:
-            providers[provider.name] = provider
-    return providers
+    found = _registered(plugin_manager().hook.pavedroad_catalog_providers(settings=settings))
+    return {provider.name: provider for provider in found}
 
 
 def build_readers(settings: Settings) -> dict[str, LocationReader]:
     from pavedroad.core.plugins import plugin_manager
 
-    readers: dict[str, LocationReader] = {}
-    for group in reversed(plugin_manager().hook.pavedroad_catalog_readers(settings=settings)):
-        for reader in group:
-            readers[reader.type] = reader
-    return readers
+    found = _registered(plugin_manager().hook.pavedroad_catalog_readers(settings=settings))
+    return {reader.type: reader for reader in found}
