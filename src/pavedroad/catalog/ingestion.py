@@ -71,7 +71,7 @@ __all__ = [
 
 ORPHAN_ANNOTATION = "backstage.io/orphan"
 LEASE = timedelta(minutes=5)
-WRITE_BATCH_ENTITIES = 2000
+WRITE_BATCH_ENTITIES = 10_000
 PARALLEL_MIN_SOURCES = 50  # below this, worker processes cost more than they save
 
 

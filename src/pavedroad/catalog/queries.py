@@ -53,6 +53,7 @@ Predicate = dict[str, Any] | None
 
 MAX_LIMIT = 1000
 SMALL_MATCH = 5000  # up to this many matches, facets are counted from the matches
+WALK_MAX_ROWS = 5000  # rows an ordered walk may read before sorting the matches is cheaper
 DEFAULT_LIMIT = 50
 
 
@@ -338,7 +339,9 @@ def _required_kinds(predicate: Predicate) -> list[str]:
     return []
 
 
-def _resume(payload: dict[str, Any], query: EntityQuery) -> tuple[EntityQuery, list[Any], bool]:
+def _resume(
+    payload: dict[str, Any], query: EntityQuery
+) -> tuple[EntityQuery, list[Any], bool, int | None]:
     """The query, position and direction a cursor holds, checked field by field (a
     cursor comes from the client and may have been edited)."""
     malformed = InputError("Malformed cursor: pass the nextCursor or prevCursor of an earlier page")
@@ -372,7 +375,10 @@ def _resume(payload: dict[str, Any], query: EntityQuery) -> tuple[EntityQuery, l
         limit=query.limit,
         fields=query.fields,
     )
-    return resumed, after, bool(payload.get("previous"))
+    total = payload.get("totalItems")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
+        raise malformed
+    return resumed, after, bool(payload.get("previous")), total
 
 
 _T = TypeVar("_T")
@@ -413,12 +419,15 @@ class CatalogReader:
     def query(self, query: EntityQuery, cursor: str | None = None) -> Page:
         after: list[Any] | None = None
         backwards = False
+        known_total: int | None = None
         if cursor:
-            query, after, backwards = _resume(decode_cursor(cursor), query)
+            query, after, backwards, known_total = _resume(decode_cursor(cursor), query)
         text = full_text_clause(query.full_text, query.full_text_fields)
         where = and_(filter_clause(query.filter), text)
         total = (
-            self.count(query.filter, query.full_text)
+            known_total  # later pages keep the first page's count, as Backstage's cursors do
+            if known_total is not None
+            else self.count(query.filter, query.full_text)
             if not query.full_text_fields
             else self.cached(
                 ("count", json.dumps(query.to_dict(), sort_keys=True)),
@@ -430,7 +439,7 @@ class CatalogReader:
         )
         keys = [(_sort_expression(name), direction) for name, direction in query.order]
         keys.append((EntityRow.entity_ref, "asc"))
-        walk = not query.order and self._walk_in_order(total)
+        walk = not query.order and self._walk_in_order(total, query)
         if walk:
             where = and_(
                 filter_clause(query.filter, correlated=True), text, self._kind_range(query.filter)
@@ -446,7 +455,7 @@ class CatalogReader:
             rows.reverse()
         sort_values = [list(row[1:]) for row in rows]
         entities = self.hydrate([row[0] for row in rows], query.fields)
-        base = {"query": query.to_dict()}
+        base = {"query": query.to_dict(), "totalItems": total}
         next_cursor = prev_cursor = None
         if rows and (has_more or backwards):
             next_cursor = encode_cursor({**base, "after": sort_values[-1], "previous": False})
@@ -467,10 +476,23 @@ class CatalogReader:
             )
         )
 
-    def _walk_in_order(self, matches: int) -> bool:
-        """When many entities match, walking entities in ref order and stopping after a
-        page beats collecting every match and sorting it (SQLite cannot tell which)."""
-        return matches * 20 >= self.count()
+    def _walk_in_order(self, matches: int, query: EntityQuery) -> bool:
+        """Whether to walk entities in ref order, probing each, until a page is full,
+        rather than collecting every match and sorting it (SQLite cannot tell which is
+        cheaper). The walk reads about ``limit * scope / matches`` rows, where the scope
+        is the kinds the filter names (their range of refs) or the whole catalog."""
+        if matches == 0:
+            return False
+        kinds = {k.lower() for k in _required_kinds(query.filter)}
+        if kinds:
+            scope = sum(
+                f["count"]
+                for f in self.facets(["kind"])["kind"]
+                if str(f["value"]).lower() in kinds
+            )
+        else:
+            scope = self.count()
+        return (query.limit + 1) * scope / matches <= WALK_MAX_ROWS
 
     def cached(self, key: tuple[str, ...], compute: Callable[[], _T]) -> _T:
         """A value computed once per catalog generation (every catalog write makes a new
