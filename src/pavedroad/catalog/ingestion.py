@@ -523,6 +523,7 @@ class Ingester:
         relations: list[dict[str, Any]] = []
         for prepared, row in changed:
             uid = row.uid if row is not None else new_id()
+            kind = prepared.ref.kind.lower()
             values = {
                 "entity_ref": prepared.key,
                 "kind": prepared.ref.kind,
@@ -542,7 +543,7 @@ class Ingester:
             else:
                 session.execute(update(EntityRow).where(EntityRow.uid == uid).values(**values))
             searches.extend(
-                {"entity_uid": uid, "key": k, "value": v, "original_value": o}
+                {"entity_uid": uid, "key": k, "value": v, "original_value": o, "kind": kind}
                 for k, v, o in prepared.search
             )
             relations.extend(
@@ -599,6 +600,7 @@ class Ingester:
                     key=f"metadata.annotations.{ORPHAN_ANNOTATION}",
                     value="true",
                     original_value="true",
+                    kind=row.kind.lower(),
                 )
             )
         return len(rows)

@@ -110,9 +110,14 @@ class SearchRow(Base):
     key: Mapped[str] = mapped_column(String(200))
     value: Mapped[str | None] = mapped_column(String(200), nullable=True)
     original_value: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The entity's kind, lower-cased: most filters and facets name one, and with it in
+    # the index they are answered from one index range instead of two.
+    kind: Mapped[str] = mapped_column(String(63), default="")
 
     __table_args__ = (
-        Index("ix_catalog_search_key_value", "key", "value", "original_value", "entity_uid"),
+        Index(
+            "ix_catalog_search_key_value", "key", "value", "kind", "original_value", "entity_uid"
+        ),
         Index("ix_catalog_search_entity", "entity_uid"),
     )
 

@@ -152,20 +152,56 @@ def filter_clause(predicate: Predicate, correlated: bool = False) -> ColumnEleme
     is an ``EXISTS`` probed per row: best when walking entities in order to fill a page
     from a broad match.
     """
-    return _FilterCompiler(correlated).clause(predicate)
+    kinds = _required_kinds(predicate)
+    compiler = _FilterCompiler(correlated, kinds)
+    if kinds and _has_positive_field(predicate):
+        # Every search row carries its entity's kind, so a positive condition on
+        # another field, restricted to these kinds, already implies the kind condition.
+        compiler.implied_kind = True
+    return compiler.clause(predicate, top=True)
+
+
+def _top_conditions(predicate: Predicate) -> list[tuple[str, Any]]:
+    """The field conditions a predicate ANDs at its top level (directly or in ``$all``)."""
+    if not isinstance(predicate, dict):
+        return []
+    found = [(k, v) for k, v in predicate.items() if not k.startswith("$")]
+    all_of = predicate.get("$all")
+    for item in all_of if isinstance(all_of, list) else []:
+        if isinstance(item, dict):
+            found.extend((k, v) for k, v in item.items() if not k.startswith("$"))
+    return found
+
+
+def _has_positive_field(predicate: Predicate) -> bool:
+    """Whether some top-level condition requires a search row of a field other than kind."""
+    return any(
+        key.lower() not in ("kind", "metadata.uid")
+        and not key.lower().startswith("relations.")
+        and not (isinstance(matcher, dict) and matcher.get("$exists") is False)
+        for key, matcher in _top_conditions(predicate)
+    )
 
 
 class _FilterCompiler:
-    def __init__(self, correlated: bool) -> None:
+    def __init__(self, correlated: bool, kinds: list[str] | None = None) -> None:
         self.correlated = correlated
+        self.kinds = kinds or []
+        self.implied_kind = False
 
-    def clause(self, predicate: Predicate) -> ColumnElement[bool]:
+    def clause(self, predicate: Predicate, top: bool = False) -> ColumnElement[bool]:
         if predicate is None:
             return true()
         if not isinstance(predicate, dict):
             raise InputError("A filter predicate must be an object")
         parts: list[ColumnElement[bool]] = []
         for key, operand in predicate.items():
+            if key == "$all" and top:
+                items = _predicate_list(key, operand)
+                parts.append(and_(true(), *(self.clause(p, top=True) for p in items)))
+                continue
+            if top and self.implied_kind and key.lower() == "kind":
+                continue
             if key == "$all":
                 parts.append(and_(true(), *(self.clause(p) for p in _predicate_list(key, operand))))
             elif key == "$any":
@@ -232,6 +268,8 @@ class _FilterCompiler:
         else:
             table, value_column = SearchRow, SearchRow.value  # type: ignore[assignment]
             conditions = [SearchRow.key == key]
+            if self.kinds and key != "kind":
+                conditions.append(SearchRow.kind.in_(self.kinds))
             link, outer = SearchRow.entity_uid, EntityRow.uid  # type: ignore[assignment]
         if values is not None:
             conditions.append(value_column.in_(values))
@@ -323,11 +361,9 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
 
 def _required_kinds(predicate: Predicate) -> list[str]:
     """The kinds a predicate limits entities to, when it plainly does so."""
-    if not isinstance(predicate, dict):
-        return []
-    conditions = [predicate, *(p for p in predicate.get("$all", []) if isinstance(p, dict))]
-    for condition in conditions:
-        kind = next((v for k, v in condition.items() if k.lower() == "kind"), None)
+    for key, kind in _top_conditions(predicate):
+        if key.lower() != "kind":
+            continue
         if isinstance(kind, str):
             return [kind.lower()]
         if (
@@ -721,7 +757,15 @@ class CatalogReader:
                 .where(SearchRow.key == key, SearchRow.value.is_not(None))
                 .group_by(SearchRow.value)
             )
-            if restricted:
+            kinds = _required_kinds(predicate)
+            if kinds:
+                statement = statement.where(SearchRow.kind.in_(kinds))
+            only_kinds = (
+                isinstance(predicate, dict)
+                and [k.lower() for k in predicate] == ["kind"]
+                and not full_text.strip()
+            )
+            if restricted and not only_kinds:
                 statement = statement.where(
                     SearchRow.entity_uid.in_(
                         select(EntityRow.uid).where(

@@ -122,6 +122,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=200), nullable=False),
         sa.Column("value", sa.String(length=200), nullable=True),
         sa.Column("original_value", sa.String(length=200), nullable=True),
+        sa.Column("kind", sa.String(length=63), nullable=False),
         sa.ForeignKeyConstraint(
             ["entity_uid"],
             ["catalog_entities.uid"],
@@ -134,7 +135,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_catalog_search_entity", ["entity_uid"], unique=False)
         batch_op.create_index(
             "ix_catalog_search_key_value",
-            ["key", "value", "original_value", "entity_uid"],
+            ["key", "value", "kind", "original_value", "entity_uid"],
             unique=False,
         )
 
