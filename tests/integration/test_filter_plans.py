@@ -25,10 +25,7 @@ def _refs(catalog: Any, predicate: Any, limit: int = 1000) -> list[str]:
     with catalog.reader() as reader:
         page = reader.query(EntityQuery(filter=predicate, limit=limit))
         assert page.total == len(page.items)
-        return [
-            f"{e['kind']}:{e['metadata']['namespace']}/{e['metadata']['name']}".lower()
-            for e in page.items
-        ]
+        return [_ref(e) for e in page.items]
 
 
 def _all(catalog: Any) -> list[dict[str, Any]]:
@@ -41,7 +38,8 @@ def _spec(entity: dict[str, Any], key: str) -> Any:
 
 
 def _ref(entity: dict[str, Any]) -> str:
-    return f"{entity['kind']}:{entity['metadata']['namespace']}/{entity['metadata']['name']}".lower()
+    metadata = entity["metadata"]
+    return f"{entity['kind']}:{metadata['namespace']}/{metadata['name']}".lower()
 
 
 PREDICATES = [
