@@ -60,6 +60,8 @@ def running_portal(home: Path, *, demo: bool) -> Iterator[PortalServer]:
 
     empty_config = home / "empty-pavedroad.yaml"
     empty_config.write_text("")
+    # The machine's PAVEDROAD_* variables must not reach the app; they are restored
+    # before the server is handed out, so they stay intact for the tests that follow.
     with pytest.MonkeyPatch.context() as env:
         for name in list(os.environ):
             if name.startswith("PAVEDROAD_"):
@@ -69,20 +71,20 @@ def running_portal(home: Path, *, demo: bool) -> Iterator[PortalServer]:
         app = create_app(settings)
         if demo:
             app.state.catalog.register_location("file", str(DEMO_LOCATION))
-        port = _free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        )
-        thread = threading.Thread(target=server.run, name="portal-e2e-server", daemon=True)
-        thread.start()
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_healthy(url, thread)
-            yield PortalServer(url, app, home)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-            app.state.db.dispose()
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="portal-e2e-server", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_healthy(url, thread)
+        yield PortalServer(url, app, home)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        app.state.db.dispose()
 
 
 @pytest.fixture(scope="session")

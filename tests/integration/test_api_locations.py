@@ -107,11 +107,15 @@ def test_location_input_errors(client, tmp_path):
         ),
         400,
     )
+    before = client.get(f"{V1}/locations").json()
     missing = client.post(
         f"{V1}/locations", json={"type": "file", "target": str(tmp_path / "nope.yaml")}
     )
-    assert missing.status_code == 201
-    assert "does not exist" in missing.json()["errors"][0]["message"]
+    assert_problem(missing, 404, "does not exist")
+    big = tmp_path / "big.yaml"
+    big.write_text("a: " + "x" * (2 * 1024 * 1024))
+    assert_problem(client.post(f"{V1}/locations", json={"type": "file", "target": str(big)}), 413)
+    assert client.get(f"{V1}/locations").json() == before  # nothing half-registered
 
 
 def test_validate(client):

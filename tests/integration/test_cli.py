@@ -343,7 +343,7 @@ def test_register_shows_errors_of_the_location(env, tmp_path):
         """,
     )
     result = pave("catalog", "register", str(path), env=env, cwd=tmp_path)
-    assert result.returncode == 0
+    assert result.returncode == 1  # registered, with documents to fix
     assert f"error  file:{path}:1" in result.stdout
     assert '"metadata.name" is not valid' in result.stdout
     location_id = result.stdout.split("(id ")[1].split(")")[0]

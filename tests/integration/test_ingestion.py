@@ -558,7 +558,8 @@ def test_malformed_document_does_not_hide_the_others(catalog, tmp_path):
     errors = location_errors(catalog, location_id)
     assert len(errors) == 1
     assert errors[0]["line"] in (8, 9)
-    assert str(path) in errors[0]["message"]
+    assert errors[0]["source"] == f"file:{path}"
+    assert "column" in errors[0]["message"]
 
 
 def test_location_glob_targets(catalog, tmp_path):

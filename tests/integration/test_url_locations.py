@@ -145,20 +145,16 @@ def test_redirect_to_a_host_not_on_the_allowlist_is_refused(http_server, url_cli
         "/api/v1/catalog/locations", json={"type": "url", "target": allowed.url("fine.yaml")}
     )
 
-    assert response.status_code == 201, response.text
-    body = response.json()
-    assert [e["kind"] for e in body["entities"]] == ["Location"]  # only the generated root
-    assert len(body["errors"]) == 1
-    message = body["errors"][0]["message"]
-    assert "not in the allowed hosts" in message
-    assert body["errors"][0]["source"] == f"url:{allowed.url('catalog-info.yaml')}"
+    # A target that cannot be read is refused at registration: nothing is registered.
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "not in the allowed hosts" in response.json()["detail"]
     assert other.requests == []  # the disallowed host was never contacted
     assert get(client.app.state.catalog, "component:default/smuggled") is None
+    targets = [row["target"] for row in client.get("/api/v1/catalog/locations").json()]
+    assert allowed.url("catalog-info.yaml") not in targets
     # The refusal is that location's alone.
     assert fine.status_code == 201 and fine.json()["errors"] == []
-    location_id = body["location"]["id"]
-    detail = client.get(f"/api/v1/catalog/locations/{location_id}").json()
-    assert "not in the allowed hosts" in detail["status"]["errors"][0]["message"]
 
 
 def test_redirect_within_the_allowlist_is_followed(http_server, url_client):

@@ -30,7 +30,9 @@ def unit_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
         for name in [n for n in os.environ if n.startswith("PAVEDROAD_")]:
             patch.delenv(name, raising=False)
         patch.setenv("PAVEDROAD_CONFIG", str(empty))
-        yield Settings(home=home)
+        settings = Settings(home=home)
+    # Restored before any test runs: later test folders read PAVEDROAD_* variables.
+    yield settings
 
 
 @pytest.fixture(scope="session")

@@ -91,7 +91,8 @@ def register(
     as_json: bool = JSON,
     as_yaml: bool = YAML,
 ) -> None:
-    """Register a location; its entities are ingested at once."""
+    """Register a location; its entities are ingested at once (exit 1 when some of its
+    documents have errors, which are listed)."""
     is_url = target.startswith(("http://", "https://"))
     body = {
         "type": "url" if is_url else "file",
@@ -119,6 +120,8 @@ def register(
             f"  error  {error['source']}{':' + str(error['line']) if error.get('line') else ''}"
             f"  {error['message']}"
         )
+    if result.get("errors"):
+        raise typer.Exit(1)  # registered, but some documents need fixing
 
 
 @catalog_app.command("list")

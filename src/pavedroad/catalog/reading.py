@@ -214,7 +214,9 @@ class SourceReader:
         for document in parsed:
             if document.error:
                 outcome.unparseable = True
-                outcome.errors.append(DocumentError(document.error.detail, document.error.line))
+                error = document.error
+                where = f" (column {error.column})" if error.column else ""
+                outcome.errors.append(DocumentError(error.message + where, error.line))
             else:
                 documents.append((document.data, document.line))
         return documents
@@ -355,7 +357,10 @@ class SourceReader:
                 if len(key) > MAX_SOURCE_KEY:
                     raise InputError(f"Location target is longer than {MAX_SOURCE_KEY} characters")
                 if key == task.key or key in task.ancestors:
-                    chain = " → ".join([*task.ancestors, task.key, key])
+                    visible = [
+                        k for k in (*task.ancestors, task.key) if not k.startswith(ROOT_PREFIX)
+                    ]
+                    chain = " → ".join([*visible, key])
                     raise InputError(f"Location cycle: {chain}")
                 outcome.children[key] = ChildSource(key, presence, str(EntityRef.of(entity)))
 

@@ -37,7 +37,14 @@ class CatalogService:
     def register_location(
         self, type_: str, target: str, *, created_by: str | None = None, process: bool = True
     ) -> tuple[LocationRow, list[dict[str, Any]]]:
-        """Add a root location and (by default) ingest it now; returns it and its entities."""
+        """Add a root location and (by default) ingest it now; returns it and its entities.
+
+        A target that cannot be read at all (missing, too large, refused) is an error
+        and nothing is registered; problems inside a readable target are reported on
+        the location, as they would be at any later refresh."""
+        target = self.ingester.normalise_target(type_, target)
+        if type_ in self.ingester.readers:
+            self.ingester.readers[type_].read(target)
         location = self.ingester.add_location(type_, target, origin="api", created_by=created_by)
         if process:
             self.ingester.run_until_idle(location_id=location.id)
