@@ -43,7 +43,6 @@ class CatalogSettings(BaseModel):
     allowed_hosts: list[str] = Field(default_factory=list)
     allow_private_network: bool = False
     allowed_location_types: list[str] = Field(default_factory=lambda: ["url", "file"])
-    anonymous_read: bool = True
     # Worker processes that read and validate while the main process writes, when a
     # refresh has many sources due (0 reads in the main process only).
     ingest_processes: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=0, le=64)

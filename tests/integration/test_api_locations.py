@@ -295,3 +295,18 @@ def test_backstage_entities_without_limit_returns_everything(client, catalog, tm
     response = client.get(f"{BS}/entities", params={"fields": "metadata.name"})
     assert response.status_code == 200
     assert len(response.json()) == 1206  # and the generated Location
+
+
+def test_special_files_and_disallowed_types_are_refused(make_app, make_settings, tmp_path):
+    from fastapi.testclient import TestClient
+
+    client = TestClient(make_app(make_settings(allowed_location_types=["url"])))
+    plain = write_docs(tmp_path / "plain.yaml", component("plain"))
+    refused = client.post(f"{V1}/locations", json={"type": "file", "target": str(plain)})
+    assert_problem(refused, 400, "allowed type")
+    assert client.get(f"{V1}/locations").json() == []
+
+
+def test_device_files_are_not_read(client):
+    response = client.post(f"{V1}/locations", json={"type": "file", "target": "/dev/zero"})
+    assert_problem(response, 400, "not a regular file")

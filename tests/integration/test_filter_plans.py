@@ -103,3 +103,56 @@ def test_pages_of_a_broad_filter_cover_every_match_once(catalog):
                 break
             page = reader.query(EntityQuery(limit=5), page.next_cursor)
     assert seen == expected
+
+
+NEGATED = [
+    {"kind": "component", "metadata.tags": {"$contains": {"$not": "python"}}},
+    {"kind": "component", "spec.system": {"$exists": 0}},
+    {"kind": "component", "$all": [{"kind": "api"}], "spec.lifecycle": "production"},
+]
+
+
+@pytest.mark.parametrize("predicate", NEGATED, ids=[str(p) for p in NEGATED])
+def test_negated_conditions_never_stand_in_for_the_kind(catalog, predicate):
+    refs = _refs(catalog, predicate)
+    assert all(ref.startswith("component:") for ref in refs), refs
+    assert refs == _refs(catalog, {"$any": [predicate]})
+    with catalog.reader() as reader:
+        ordered = reader.query(EntityQuery(filter=predicate, order=[("metadata.name", "asc")]))
+    assert sorted(_ref(e) for e in ordered.items) == sorted(refs)
+    assert ordered.total == len(refs)
+
+
+def test_facets_for_a_kind_matcher_that_names_no_kind(catalog):
+    entities = _all(catalog)
+    expected = sum(1 for e in entities if e["kind"] == "Component" and _spec(e, "type"))
+    with catalog.reader() as reader:
+        counts = reader.facets(["spec.type"], {"kind": {"$hasPrefix": "comp"}})["spec.type"]
+    assert sum(c["count"] for c in counts) == expected
+
+
+def test_deeply_nested_input_is_a_clear_error(client):
+    import base64
+
+    cursor = base64.urlsafe_b64encode(b"[" * 5000).decode()
+    response = client.get("/api/v1/catalog/entities", params={"cursor": cursor})
+    assert response.status_code == 400
+    nested: dict = {"kind": "component"}
+    for _ in range(200):
+        nested = {"$not": nested}
+    response = client.post("/api/catalog/entities/by-query", json={"query": nested})
+    assert response.status_code == 400, response.text
+    contains: dict = {"$not": "x"}
+    for _ in range(200):
+        contains = {"$not": contains}
+    response = client.post(
+        "/api/catalog/entities/by-query", json={"query": {"x": {"$contains": contains}}}
+    )
+    assert response.status_code == 400, response.text
+
+
+def test_full_text_fields_must_be_a_list(client):
+    response = client.post(
+        "/api/catalog/entities/by-query", json={"fullTextFilter": {"term": "x", "fields": 5}}
+    )
+    assert response.status_code == 400

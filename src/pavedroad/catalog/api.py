@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from pavedroad.catalog.processing import EntityValidationError
 from pavedroad.catalog.queries import (
     EntityQuery,
     Page,
@@ -32,14 +31,6 @@ Catalog = Annotated[CatalogService, Depends(catalog)]
 class LocationInput(BaseModel):
     type: Literal["url", "file"] = "url"
     target: str = Field(min_length=1, max_length=2048)
-
-
-class LocationOut(BaseModel):
-    id: str
-    type: str
-    target: str
-    origin: str
-    createdAt: str | None = None
 
 
 class RefsInput(BaseModel):
@@ -237,8 +228,5 @@ def post_refresh(service: Catalog, body: RefreshInput) -> dict[str, Any]:
 
 @router.post("/validate", summary="Validate an entity without saving it")
 def post_validate(service: Catalog, body: Annotated[ValidateInput, Body()]) -> dict[str, Any]:
-    try:
-        entity = service.validate_entity(body.entity, body.location)
-    except EntityValidationError as exc:
-        raise exc
+    entity = service.validate_entity(body.entity, body.location)
     return {"valid": True, "entity": entity}

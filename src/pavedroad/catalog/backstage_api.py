@@ -6,7 +6,6 @@ Same paths, query parameters and JSON shapes as Backstage's catalog backend, so
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -115,13 +114,18 @@ def by_query(
         return page_body(reader.query(query, cursor))
 
 
+class FullTextFilterInput(BaseModel):
+    term: str = Field(default="", max_length=200)
+    fields: list[str] | None = None
+
+
 class PredicateQueryInput(BaseModel):
     query: dict[str, Any] | None = None
     cursor: str | None = None
     limit: int | None = Field(default=None, ge=0)
     offset: int | None = Field(default=None, ge=0)
     orderBy: list[dict[str, str]] | None = None
-    fullTextFilter: dict[str, Any] | None = None
+    fullTextFilter: FullTextFilterInput | None = None
     fields: list[str] | None = None
     totalItems: bool | None = None
 
@@ -133,12 +137,12 @@ class PredicateFacetsInput(BaseModel):
 
 @router.post("/entities/by-query", summary="A page of entities matching a filter predicate")
 def by_predicate(service: Catalog, body: PredicateQueryInput) -> dict[str, Any]:
-    full_text = body.fullTextFilter or {}
+    full_text = body.fullTextFilter or FullTextFilterInput()
     order = parse_order(f"{o.get('field', '')},{o.get('order', 'asc')}" for o in body.orderBy or [])
     query = EntityQuery(
         filter=body.query,
-        full_text=str(full_text.get("term") or ""),
-        full_text_fields=list(full_text.get("fields") or []),
+        full_text=full_text.term,
+        full_text_fields=full_text.fields or [],
         order=order,
         limit=clamp_limit(body.limit if body.limit is not None else 20),
         fields=body.fields or [],
@@ -231,9 +235,6 @@ def add_location(
     response: Response,
     dryRun: bool = False,
 ) -> dict[str, Any]:
-    allowed = service.settings.catalog.allowed_location_types
-    if body.type not in allowed:
-        raise InputError(f"Registered locations must be of an allowed type {json.dumps(allowed)}")
     if dryRun:
         entities, _errors = service.preview_location(body.type, body.target)
         response.status_code = 200

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from pavedroad.catalog.processing import (
 )
 from pavedroad.catalog.refs import EntityRef, parse_ref
 from pavedroad.core import outbound
-from pavedroad.core.errors import InputError, NotFoundError
+from pavedroad.core.errors import InputError, NotFoundError, PayloadTooLargeError
 from pavedroad.core.hookspecs import hookimpl
 from pavedroad.core.paths import contained_path
 from pavedroad.core.safeyaml import YamlLimits, load_document
@@ -158,24 +159,24 @@ class FileReader(LocationReader):
         self.max_bytes = settings.yaml.max_bytes
 
     def read(self, target: str) -> bytes:
-        path = Path(target)
         if "\x00" in target:
             raise InputError("file path contains a NUL character")
         try:
-            size = path.stat().st_size
-            if size > self.max_bytes:
-                from pavedroad.core.errors import PayloadTooLargeError
-
-                raise PayloadTooLargeError(
-                    f"{target} is {size} bytes, over the limit of {self.max_bytes} bytes"
-                )
-            return path.read_bytes()
+            # O_NONBLOCK: opening a FIFO must not wait for a writer.
+            with os.fdopen(os.open(target, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise InputError(f"{target} is not a regular file")
+                # Read one byte past the cap: st_size is not to be trusted (/proc, /dev).
+                content = handle.read(self.max_bytes + 1)
         except FileNotFoundError:
             raise NotFoundError(f"{target} does not exist") from None
         except IsADirectoryError:
             raise InputError(f"{target} is a directory, not a file") from None
         except PermissionError:
             raise InputError(f"{target} cannot be read (permission denied)") from None
+        if len(content) > self.max_bytes:
+            raise PayloadTooLargeError(f"{target} is over the limit of {self.max_bytes} bytes")
+        return content
 
     def resolve(self, base_target: str, relative: str) -> str:
         if relative.startswith(("http://", "https://")):

@@ -36,18 +36,14 @@ from pavedroad.catalog.models import (
 )
 from pavedroad.catalog.processing import EntityPipeline, LocationReader
 from pavedroad.catalog.reading import (  # the names other modules know ingestion by
-    MANAGED_BY,
-    MANAGED_BY_ORIGIN,
     MAX_SOURCE_KEY,
     PROVIDER_TYPE,
     ROOT_PREFIX,
-    SOURCE_LOCATION,
     DocumentError,
     PreparedEntity,
     SourceOutcome,
     SourceReader,
     SourceTask,
-    generated_location_name,
     init_worker,
     read_in_worker,
 )
@@ -59,15 +55,6 @@ from pavedroad.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "MANAGED_BY",
-    "MANAGED_BY_ORIGIN",
-    "ORPHAN_ANNOTATION",
-    "SOURCE_LOCATION",
-    "Ingester",
-    "RefreshReport",
-    "generated_location_name",
-]
 
 ORPHAN_ANNOTATION = "backstage.io/orphan"
 LEASE = timedelta(minutes=5)

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from pavedroad.catalog.ingestion import catalog_generation
 from pavedroad.catalog.models import EntityRow, RelationRow
 from pavedroad.catalog.queries import CatalogReader, Predicate
-from pavedroad.catalog.refs import EntityRef
 
 if TYPE_CHECKING:
     from pavedroad.catalog.service import CatalogService
@@ -140,21 +139,6 @@ def relation_targets(
     return [(source, target) for source, target in rows]
 
 
-def relation_sources(
-    session: Session, target: str, relation_type: str, limit: int = 2000
-) -> list[str]:
-    """Entities with a relation of that type pointing at ``target``."""
-    return list(
-        session.scalars(
-            select(RelationRow.source_ref)
-            .where(RelationRow.target_ref == target, RelationRow.type == relation_type)
-            .distinct()
-            .order_by(RelationRow.source_ref)
-            .limit(limit)
-        )
-    )
-
-
 def location_entities(session: Session, location_id: str, limit: int = 200) -> list[dict[str, Any]]:
     rows = session.scalars(
         select(EntityRow.body)
@@ -163,7 +147,3 @@ def location_entities(session: Session, location_id: str, limit: int = 200) -> l
         .limit(limit)
     )
     return [json.loads(body) for body in rows]
-
-
-def ref_of(entity: dict[str, Any]) -> str:
-    return EntityRef.of(entity).key

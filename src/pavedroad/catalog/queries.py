@@ -53,6 +53,7 @@ Predicate = dict[str, Any] | None
 
 MAX_LIMIT = 1000
 SMALL_MATCH = 5000  # up to this many matches, facets are counted from the matches
+MAX_PREDICATE_DEPTH = 32
 WALK_MAX_ROWS = 5000  # rows an ordered walk may read before sorting the matches is cheaper
 DEFAULT_LIMIT = 50
 
@@ -154,7 +155,8 @@ def filter_clause(predicate: Predicate, correlated: bool = False) -> ColumnEleme
     """
     kinds = _required_kinds(predicate)
     compiler = _FilterCompiler(correlated, kinds)
-    if kinds and _has_positive_field(predicate):
+    kind_conditions = [k for k, _ in _top_conditions(predicate) if k.lower() == "kind"]
+    if kinds and len(kind_conditions) == 1 and _has_positive_field(predicate):
         # Every search row carries its entity's kind, so a positive condition on
         # another field, restricted to these kinds, already implies the kind condition.
         compiler.implied_kind = True
@@ -174,13 +176,23 @@ def _top_conditions(predicate: Predicate) -> list[tuple[str, Any]]:
 
 
 def _has_positive_field(predicate: Predicate) -> bool:
-    """Whether some top-level condition requires a search row of a field other than kind."""
+    """Whether some top-level condition requires a search row of a field other than kind
+    (a value, ``$in``, ``$hasPrefix`` or ``$exists: true``; not a negation)."""
     return any(
         key.lower() not in ("kind", "metadata.uid")
         and not key.lower().startswith("relations.")
-        and not (isinstance(matcher, dict) and matcher.get("$exists") is False)
+        and _is_positive(matcher)
         for key, matcher in _top_conditions(predicate)
     )
+
+
+def _is_positive(matcher: Any) -> bool:
+    if isinstance(matcher, str | int | float | bool):
+        return True
+    if not isinstance(matcher, dict) or len(matcher) != 1:
+        return False
+    operator, operand = next(iter(matcher.items()))
+    return operator in ("$in", "$hasPrefix") or (operator == "$exists" and operand is True)
 
 
 class _FilterCompiler:
@@ -189,25 +201,35 @@ class _FilterCompiler:
         self.kinds = kinds or []
         self.implied_kind = False
 
-    def clause(self, predicate: Predicate, top: bool = False) -> ColumnElement[bool]:
+    def clause(
+        self, predicate: Predicate, top: bool = False, depth: int = 0
+    ) -> ColumnElement[bool]:
         if predicate is None:
             return true()
+        if depth > MAX_PREDICATE_DEPTH:
+            raise InputError(
+                f"The filter predicate is nested deeper than {MAX_PREDICATE_DEPTH} levels"
+            )
         if not isinstance(predicate, dict):
             raise InputError("A filter predicate must be an object")
         parts: list[ColumnElement[bool]] = []
         for key, operand in predicate.items():
             if key == "$all" and top:
                 items = _predicate_list(key, operand)
-                parts.append(and_(true(), *(self.clause(p, top=True) for p in items)))
+                parts.append(
+                    and_(true(), *(self.clause(p, top=True, depth=depth + 1) for p in items))
+                )
                 continue
             if top and self.implied_kind and key.lower() == "kind":
                 continue
             if key == "$all":
-                parts.append(and_(true(), *(self.clause(p) for p in _predicate_list(key, operand))))
+                items = _predicate_list(key, operand)
+                parts.append(and_(true(), *(self.clause(p, depth=depth + 1) for p in items)))
             elif key == "$any":
-                parts.append(or_(false(), *(self.clause(p) for p in _predicate_list(key, operand))))
+                items = _predicate_list(key, operand)
+                parts.append(or_(false(), *(self.clause(p, depth=depth + 1) for p in items)))
             elif key == "$not":
-                parts.append(not_(self.clause(operand)))
+                parts.append(not_(self.clause(operand, depth=depth + 1)))
             elif key.startswith("$"):
                 raise InputError(f"Unknown filter operator {key!r}; use $all, $any or $not")
             else:
@@ -238,15 +260,19 @@ class _FilterCompiler:
             )
         return self.has_value(key, [_text(matcher)])
 
-    def contains(self, key: str, operand: Any) -> ColumnElement[bool]:
+    def contains(self, key: str, operand: Any, depth: int = 0) -> ColumnElement[bool]:
         """Array fields are indexed one row per item, so containment is a value match."""
+        if depth > MAX_PREDICATE_DEPTH:
+            raise InputError(
+                f"The $contains matcher is nested deeper than {MAX_PREDICATE_DEPTH} levels"
+            )
         if isinstance(operand, dict) and len(operand) == 1:
             operator, inner = next(iter(operand.items()))
             if operator in ("$any", "$all") and isinstance(inner, list):
-                clauses = [self.contains(key, item) for item in inner]
+                clauses = [self.contains(key, item, depth + 1) for item in inner]
                 return or_(false(), *clauses) if operator == "$any" else and_(true(), *clauses)
             if operator == "$not":
-                return not_(self.contains(key, inner))
+                return not_(self.contains(key, inner, depth + 1))
             return self.field(key, operand)
         return self.has_value(key, [_text(operand)])
 
@@ -282,6 +308,10 @@ class _FilterCompiler:
                 conditions[0] = SearchRow.key.op("||")("") == key
             return exists(select(literal(1)).select_from(table).where(link == outer, *conditions))
         return outer.in_(select(link).where(*conditions))
+
+
+def _too_deep(what: str) -> InputError:
+    return InputError(f"The {what} is nested deeper than {MAX_PREDICATE_DEPTH} levels")
 
 
 def _predicate_list(key: str, operand: Any) -> list[Any]:
@@ -350,7 +380,7 @@ def encode_cursor(payload: dict[str, Any]) -> str:
 def decode_cursor(cursor: str) -> dict[str, Any]:
     try:
         payload = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=="))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise InputError(
             "Malformed cursor: pass the nextCursor or prevCursor of an earlier page"
         ) from None
@@ -640,17 +670,6 @@ class CatalogReader:
         hydrated = dict(zip(rows, self.hydrate(list(rows.values()), fields), strict=True))
         return [hydrated.get(k) if k else None for k in keys]
 
-    def existing_refs(self, refs: Iterable[str]) -> set[str]:
-        refs = list(set(refs))
-        found: set[str] = set()
-        for chunk in [refs[i : i + 500] for i in range(0, len(refs), 500)]:
-            found.update(
-                self.session.scalars(
-                    select(EntityRow.entity_ref).where(EntityRow.entity_ref.in_(chunk))
-                )
-            )
-        return found
-
     def status_of(self, ref: str) -> dict[str, Any]:
         """Processing status: the entity's own errors and its source's errors."""
         row = self.row_by_ref(ref)
@@ -761,7 +780,8 @@ class CatalogReader:
             if kinds:
                 statement = statement.where(SearchRow.kind.in_(kinds))
             only_kinds = (
-                isinstance(predicate, dict)
+                bool(kinds)
+                and isinstance(predicate, dict)
                 and [k.lower() for k in predicate] == ["kind"]
                 and not full_text.strip()
             )
@@ -807,11 +827,10 @@ class CatalogReader:
                     next_frontier.append(target)
                 edges.add((source, type_, target))
             frontier = next_frontier
-        existing = self.existing_refs(seen)
         rows_by_ref = {
             r.entity_ref: r
             for r in self.session.scalars(
-                select(EntityRow).where(EntityRow.entity_ref.in_(list(existing)))
+                select(EntityRow).where(EntityRow.entity_ref.in_(list(seen)))
             )
         }
         nodes = []

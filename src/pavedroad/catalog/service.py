@@ -42,6 +42,7 @@ class CatalogService:
         A target that cannot be read at all (missing, too large, refused) is an error
         and nothing is registered; problems inside a readable target are reported on
         the location, as they would be at any later refresh."""
+        self._check_registrable(type_)
         target = self.ingester.normalise_target(type_, target)
         if type_ in self.ingester.readers:
             self.ingester.readers[type_].read(target)
@@ -57,6 +58,7 @@ class CatalogService:
         self, type_: str, target: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """What registering would produce (entities and errors), writing nothing."""
+        self._check_registrable(type_)
         target = self.ingester.normalise_target(type_, target)
         pending = [SourceTask("root:preview", "required", None, type_, target)]
         seen: set[str] = set()
@@ -82,6 +84,15 @@ class CatalogService:
                 if key not in seen
             )
         return entities, errors
+
+    def _check_registrable(self, type_: str) -> None:
+        """Locations registered through the API or CLI must be of an allowed type
+        (configured locations are not limited)."""
+        allowed = self.settings.catalog.allowed_location_types
+        if type_ not in allowed:
+            raise InputError(
+                f"Registered locations must be of an allowed type {json.dumps(allowed)}"
+            )
 
     def delete_entity(self, uid: str) -> None:
         """Remove one entity now (as Backstage does; a location still holding it brings

@@ -62,9 +62,3 @@ class ForbiddenError(ProblemError):
     status = 403
     title = "Forbidden"
     type_slug = "forbidden"
-
-
-class UnsupportedError(ProblemError):
-    status = 422
-    title = "Unprocessable"
-    type_slug = "unprocessable"

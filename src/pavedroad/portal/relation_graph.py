@@ -58,10 +58,6 @@ class GraphNode:
     def label_x(self) -> float:
         return self.x + 14
 
-    @property
-    def stripe_width(self) -> int:
-        return 5
-
 
 @dataclass
 class GraphEdge:
