@@ -47,7 +47,7 @@ from pavedroad.catalog.reading import (  # the names other modules know ingestio
     init_worker,
     read_in_worker,
 )
-from pavedroad.core.db import Database, bulk_insert
+from pavedroad.core.db import Database, bulk_insert, in_chunks
 from pavedroad.core.errors import ConflictError, InputError, NotFoundError
 from pavedroad.core.ids import new_id
 from pavedroad.core.timeutil import utcnow
@@ -189,7 +189,7 @@ class Ingester:
                     select(EntityRow.entity_ref).where(EntityRow.location_id == location_id)
                 )
             )
-            for chunk in _chunks(refs, 500):
+            for chunk in in_chunks(refs):
                 session.execute(delete(RelationRow).where(RelationRow.originating_ref.in_(chunk)))
             uids = select(EntityRow.uid).where(EntityRow.location_id == location_id)
             session.execute(delete(SearchRow).where(SearchRow.entity_uid.in_(uids)))
@@ -486,7 +486,7 @@ class Ingester:
         self, session: Session, source_key: str, refs: list[str]
     ) -> dict[str, EntityRow]:
         found: dict[str, EntityRow] = {}
-        for chunk in _chunks(refs, 500):
+        for chunk in in_chunks(refs):
             for row in session.scalars(select(EntityRow).where(EntityRow.entity_ref.in_(chunk))):
                 found[row.entity_ref] = row
         return found
@@ -501,9 +501,9 @@ class Ingester:
     ) -> None:
         if not changed:
             return
-        for chunk in _chunks([p.key for p, _ in changed], 500):
+        for chunk in in_chunks([p.key for p, _ in changed]):
             session.execute(delete(RelationRow).where(RelationRow.originating_ref.in_(chunk)))
-        for chunk in _chunks([row.uid for _, row in changed if row is not None], 500):
+        for chunk in in_chunks([row.uid for _, row in changed if row is not None]):
             session.execute(delete(SearchRow).where(SearchRow.entity_uid.in_(chunk)))
         new_rows: list[dict[str, Any]] = []
         searches: list[dict[str, Any]] = []
@@ -593,9 +593,9 @@ class Ingester:
         return len(rows)
 
     def _delete_entities(self, session: Session, rows: list[EntityRow]) -> None:
-        for chunk in _chunks([r.entity_ref for r in rows], 500):
+        for chunk in in_chunks([r.entity_ref for r in rows]):
             session.execute(delete(RelationRow).where(RelationRow.originating_ref.in_(chunk)))
-        for chunk in _chunks([r.uid for r in rows], 500):
+        for chunk in in_chunks([r.uid for r in rows]):
             session.execute(delete(SearchRow).where(SearchRow.entity_uid.in_(chunk)))
             session.execute(delete(EntityRow).where(EntityRow.uid.in_(chunk)))
 
@@ -659,7 +659,3 @@ def _bump_generation(session: Session) -> None:
 
 def catalog_generation(session: Session) -> int:
     return session.scalar(select(func.coalesce(func.max(CatalogStateRow.generation), 0))) or 0
-
-
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]

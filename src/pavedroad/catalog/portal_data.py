@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from pavedroad.catalog.ingestion import catalog_generation
 from pavedroad.catalog.models import EntityRow, RelationRow
 from pavedroad.catalog.queries import CatalogReader, Predicate
+from pavedroad.core.db import in_chunks
 
 if TYPE_CHECKING:
     from pavedroad.catalog.service import CatalogService
@@ -101,7 +102,7 @@ def entities_by_ref(session: Session, refs: Iterable[str]) -> dict[str, dict[str
     """Entity bodies (no relations) for the refs that exist, keyed by ref."""
     wanted = list(dict.fromkeys(refs))
     found: dict[str, dict[str, Any]] = {}
-    for chunk in [wanted[i : i + 500] for i in range(0, len(wanted), 500)]:
+    for chunk in in_chunks(wanted):
         statement = select(EntityRow.entity_ref, EntityRow.body).where(
             EntityRow.entity_ref.in_(chunk)
         )

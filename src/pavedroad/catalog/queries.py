@@ -47,6 +47,7 @@ from pavedroad.catalog.models import (
     SourceRow,
 )
 from pavedroad.catalog.refs import EntityRef, parse_ref
+from pavedroad.core.db import in_chunks
 from pavedroad.core.errors import InputError, NotFoundError
 
 Predicate = dict[str, Any] | None
@@ -617,7 +618,7 @@ class CatalogReader:
 
     def relations_of(self, refs: list[str]) -> dict[str, list[dict[str, str]]]:
         found: dict[str, list[dict[str, str]]] = defaultdict(list)
-        for chunk in [refs[i : i + 500] for i in range(0, len(refs), 500)]:
+        for chunk in in_chunks(refs):
             rows = self.session.execute(
                 select(RelationRow.source_ref, RelationRow.type, RelationRow.target_ref)
                 .where(RelationRow.source_ref.in_(chunk))
@@ -661,7 +662,7 @@ class CatalogReader:
                 keys.append(None)
         wanted = [k for k in keys if k]
         rows: dict[str, EntityRow] = {}
-        for chunk in [wanted[i : i + 500] for i in range(0, len(wanted), 500)]:
+        for chunk in in_chunks(wanted):
             statement = select(EntityRow).where(
                 EntityRow.entity_ref.in_(chunk), filter_clause(predicate)
             )

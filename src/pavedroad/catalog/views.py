@@ -7,17 +7,17 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from pavedroad.catalog import portal_data
+from pavedroad.catalog.api import Catalog
 from pavedroad.catalog.portal_data import FacetScope
 from pavedroad.catalog.queries import CatalogReader, EntityQuery, Page, Predicate
 from pavedroad.catalog.refs import DEFAULT_NAMESPACE, EntityRef, parse_ref
-from pavedroad.catalog.service import CatalogService
 from pavedroad.core.errors import InputError, NotFoundError
 from pavedroad.core.safeyaml import dump
 from pavedroad.portal.openapi import ApiDigest, DefinitionError, parse_definition
@@ -78,13 +78,6 @@ DEDICATED_RELATIONS = {
     "group": {"hasMember", "parentOf", "childOf", "ownerOf"},
     "user": {"memberOf", "ownerOf"},
 }
-
-
-def catalog(request: Request) -> CatalogService:
-    return request.app.state.catalog  # type: ignore[no-any-return]
-
-
-Catalog = Annotated[CatalogService, Depends(catalog)]
 
 
 # -- the catalog table -----------------------------------------------------------------------

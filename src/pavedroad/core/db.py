@@ -6,15 +6,17 @@ SQLite (WAL, foreign keys on) is the embedded default; PostgreSQL is chosen by
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from pavedroad.settings import Settings
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -118,6 +120,14 @@ def _sqlite_begin_immediate(connection: Any) -> None:
 
 def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN")
+
+
+IN_LIST_SIZE = 500  # values per IN (...) list: well under every database's parameter limit
+
+
+def in_chunks(items: Sequence[T], size: int = IN_LIST_SIZE) -> list[Sequence[T]]:
+    """``items`` cut into lists short enough for one ``IN (...)`` condition each."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def bulk_insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
