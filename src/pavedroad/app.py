@@ -19,6 +19,8 @@ from pavedroad.core.background import BackgroundRunner, Reconciler
 from pavedroad.core.db import Database, database_for
 from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install_error_handlers
 from pavedroad.core.plugins import plugin_manager
+from pavedroad.identity import api as identity_api
+from pavedroad.identity.service import IdentityService
 from pavedroad.settings import Settings
 
 log = logging.getLogger("pavedroad")
@@ -56,11 +58,13 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.catalog = catalog
+    app.state.identity = IdentityService(db)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(catalog_api.router)
     app.include_router(backstage_api.router)
+    app.include_router(identity_api.router)
     _add_operational_routes(app, catalog)
     from pavedroad.portal.views import mount_portal
 

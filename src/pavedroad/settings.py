@@ -110,6 +110,8 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         path = _config_file()
         if path is None:
             return {}
+        if not path.is_file():
+            raise ValueError(f"PAVEDROAD_CONFIG names {path}, which is not a file")
         from pavedroad.core.safeyaml import load_document
 
         data = load_document(path.read_bytes(), source=str(path))

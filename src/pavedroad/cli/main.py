@@ -11,6 +11,7 @@ import typer
 from pavedroad import __version__
 from pavedroad.catalog.cli import catalog_app
 from pavedroad.cli.output import fail
+from pavedroad.identity.cli import can, user_app
 from pavedroad.settings import Settings
 
 app = typer.Typer(
@@ -20,6 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(user_app, name="user")
+app.command("can")(can)
 
 DEMO_DIR = Path(__file__).resolve().parents[3] / "examples" / "demo"
 

@@ -42,5 +42,10 @@ def pavedroad_catalog_providers(settings: Settings) -> list[EntityProvider]:  # 
 
 
 @hookspec
+def pavedroad_authorize(decision: Any, actor: Any, permission: Any, entity_ref: str | None) -> Any:
+    """Return a ``Decision`` to replace the built-in access decision, or None to keep it."""
+
+
+@hookspec
 def pavedroad_startup(app: Any, settings: Settings) -> None:
     """Called once the web app is built; register extra routes or background work."""

@@ -2,4 +2,5 @@
 
 
 def import_all_models() -> None:
-    import pavedroad.catalog.models  # noqa: F401
+    import pavedroad.catalog.models
+    import pavedroad.identity.models  # noqa: F401

@@ -1,0 +1,108 @@
+"""``pave user ...`` and ``pave can``: local accounts and explained access decisions.
+
+These work on the configured database directly, like a first-start admin command.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pavedroad.cli.output import Format, emit
+from pavedroad.identity.policy import Role
+
+user_app = typer.Typer(help="Manage local accounts (roles and passwords).", no_args_is_help=True)
+
+
+def _service():  # type: ignore[no-untyped-def]
+    from pavedroad.cli.main import load_settings
+    from pavedroad.core.db import database_for
+    from pavedroad.identity.service import IdentityService
+
+    settings = load_settings()
+    settings.ensure_home()
+    db = database_for(settings)
+    db.migrate()
+    return IdentityService(db)
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@user_app.command("create")
+def create(
+    name: str = typer.Argument(..., help="The catalog User's name (e.g. alice)."),
+    admin: bool = typer.Option(False, "--admin", help="Same as --role admin."),
+    role: Role = typer.Option(Role.member, "--role", help="admin, member or viewer."),
+    no_password: bool = typer.Option(False, "--no-password", help="No local sign-in."),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from standard input."
+    ),
+) -> None:
+    """Create an account; the password is prompted for (or read from stdin)."""
+    password = None if no_password else _read_password(password_stdin)
+    row = _service().create_account(name, Role.admin if admin else role, password)
+    typer.echo(f"created {row.role} account {row.name} ({row.user_ref})")
+
+
+@user_app.command("passwd")
+def passwd(
+    name: str = typer.Argument(...), password_stdin: bool = typer.Option(False, "--password-stdin")
+) -> None:
+    """Set an account's password."""
+    _service().set_password(name, _read_password(password_stdin))
+    typer.echo(f"password changed for {name}")
+
+
+@user_app.command("role")
+def set_role(name: str = typer.Argument(...), role: Role = typer.Argument(...)) -> None:
+    """Change an account's role."""
+    _service().set_role(name, role)
+    typer.echo(f"{name} is now {role.value}")
+
+
+@user_app.command("list")
+def list_users(
+    fmt: Format = typer.Option(Format.table, "--output", "-o"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List accounts with their roles."""
+    accounts = _service().accounts()
+    rows = [
+        [
+            a["name"],
+            a["role"],
+            "yes" if a["hasPassword"] else "no",
+            "yes" if a["inCatalog"] else "no",
+        ]
+        for a in accounts
+    ]
+    emit(
+        accounts,
+        Format.json if as_json else fmt,
+        [("name", ""), ("role", ""), ("password", ""), ("in catalog", "")],
+        rows,
+    )
+
+
+def can(
+    user: str = typer.Argument(..., help="A user name or user ref."),
+    permission: str = typer.Argument(..., help="e.g. catalog.entity.delete"),
+    entity: str = typer.Argument(
+        None, help="[kind:][namespace/]name (kind defaults to component)."
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Whether USER may do PERMISSION (to ENTITY), and why. Exit 0 if allowed, 1 if not."""
+    decision = _service().can(user, permission, entity)
+    if as_json:
+        from dataclasses import asdict
+
+        emit(asdict(decision), Format.json)
+    else:
+        typer.echo(f"{'allowed' if decision.allowed else 'denied'}: {decision.reason}")
+    raise typer.Exit(0 if decision.allowed else 1)

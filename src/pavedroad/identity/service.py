@@ -1,0 +1,130 @@
+"""Accounts and access decisions: what the CLI, API and later layers call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from pavedroad.catalog.queries import CatalogReader
+from pavedroad.catalog.validation import is_valid_object_name
+from pavedroad.core.db import Database
+from pavedroad.core.errors import ConflictError, InputError, NotFoundError
+from pavedroad.core.ids import new_id
+from pavedroad.core.timeutil import isoformat, utcnow
+from pavedroad.identity.models import AccountRow
+from pavedroad.identity.policy import Actor, Decision, Role, decide
+
+MIN_PASSWORD_LENGTH = 10
+_hasher = PasswordHasher()
+
+
+class IdentityService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @contextmanager
+    def _reader(self) -> Iterator[CatalogReader]:
+        with self.db.read_session() as session:
+            yield CatalogReader(session)
+
+    # -- accounts ----------------------------------------------------------------------
+
+    def create_account(self, name: str, role: Role, password: str | None = None) -> AccountRow:
+        """A local account for the catalog User ``name`` (which may be ingested later)."""
+        if not is_valid_object_name(name):
+            raise InputError(
+                f"{name!r} is not a valid user name: use letters, digits and "
+                "-_. between them, at most 63 characters"
+            )
+        row = AccountRow(
+            id=new_id(),
+            name=name.lower(),
+            user_ref=f"user:default/{name.lower()}",
+            role=role.value,
+            password_hash=_hash(password) if password else None,
+            created_at=utcnow(),
+            updated_at=utcnow(),
+        )
+        try:
+            with self.db.session() as session:
+                session.add(row)
+        except IntegrityError:
+            raise ConflictError(f"an account named {name!r} already exists") from None
+        return row
+
+    def set_password(self, name: str, password: str) -> None:
+        self._update(name, password_hash=_hash(password))
+
+    def set_role(self, name: str, role: Role) -> None:
+        self._update(name, role=role.value)
+
+    def _update(self, name: str, **values: Any) -> None:
+        with self.db.session() as session:
+            row = session.scalar(select(AccountRow).where(AccountRow.name == name.lower()))
+            if row is None:
+                raise NotFoundError(f"no account named {name!r}; create it with `pave user create`")
+            for key, value in values.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+
+    def accounts(self) -> list[dict[str, Any]]:
+        with self.db.read_session() as session:
+            rows = list(session.scalars(select(AccountRow).order_by(AccountRow.name)))
+        with self._reader() as reader:
+            found = reader.get_many([r.user_ref for r in rows], ["kind"])
+        in_catalog = {r.user_ref for r, entity in zip(rows, found, strict=True) if entity}
+        return [
+            {
+                "name": r.name,
+                "userRef": r.user_ref,
+                "role": r.role,
+                "hasPassword": r.password_hash is not None,
+                "disabled": r.disabled,
+                "inCatalog": r.user_ref in in_catalog,
+                "createdAt": isoformat(r.created_at),
+            }
+            for r in rows
+        ]
+
+    def verify_password(self, name: str, password: str) -> bool:
+        with self.db.read_session() as session:
+            row = session.scalar(select(AccountRow).where(AccountRow.name == name.lower()))
+        if row is None or row.password_hash is None or row.disabled:
+            _hasher.hash(password)  # same work either way: no timing hint that the name exists
+            return False
+        try:
+            return _hasher.verify(row.password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def actor(self, name: str) -> Actor:
+        """The account's role, or ``member`` for a catalog User without an account."""
+        key = name.lower().removeprefix("user:default/").removeprefix("user:")
+        with self.db.read_session() as session:
+            row = session.scalar(select(AccountRow).where(AccountRow.name == key))
+        if row is not None:
+            return Actor(row.name, Role(row.role), row.user_ref)
+        user_ref = f"user:default/{key}"
+        with self._reader() as reader:
+            if reader.row_by_ref(user_ref) is None:
+                raise NotFoundError(f"no user {name!r}: neither an account nor a catalog User")
+        return Actor(key, Role.member, user_ref)
+
+    def can(self, user: str, permission: str, entity: str | None = None) -> Decision:
+        actor = self.actor(user)
+        with self._reader() as reader:
+            return decide(reader, actor, permission, entity)
+
+
+def _hash(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InputError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    return _hasher.hash(password)
