@@ -15,6 +15,8 @@ from pavedroad import __version__
 from pavedroad.catalog import api as catalog_api
 from pavedroad.catalog import backstage_api
 from pavedroad.catalog.service import CatalogService
+from pavedroad.core import audit_api
+from pavedroad.core.audit import AuditMiddleware
 from pavedroad.core.background import BackgroundRunner, Reconciler
 from pavedroad.core.db import Database, database_for
 from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install_error_handlers
@@ -60,11 +62,13 @@ def create_app(
     app.state.catalog = catalog
     app.state.identity = IdentityService(db)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(AuditMiddleware, db=db)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(catalog_api.router)
     app.include_router(backstage_api.router)
     app.include_router(identity_api.router)
+    app.include_router(audit_api.router)
     _add_operational_routes(app, catalog)
     from pavedroad.portal.views import mount_portal
 

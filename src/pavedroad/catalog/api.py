@@ -174,7 +174,12 @@ def get_locations(service: Catalog) -> list[dict[str, Any]]:
         ]
 
 
-@router.post("/locations", status_code=201, summary="Register a location and ingest it")
+@router.post(
+    "/locations",
+    status_code=201,
+    summary="Register a location and ingest it",
+    name="catalog.location.create",
+)
 def post_location(
     service: Catalog, body: LocationInput, response: Response, dryRun: bool = False
 ) -> dict[str, Any]:
@@ -200,14 +205,21 @@ def get_location(service: Catalog, location_id: str) -> dict[str, Any]:
 
 
 @router.delete(
-    "/locations/{location_id}", status_code=204, summary="Unregister a location and its entities"
+    "/locations/{location_id}",
+    status_code=204,
+    summary="Unregister a location and its entities",
+    name="catalog.location.delete",
 )
 def delete_location(service: Catalog, location_id: str) -> Response:
     service.unregister_location(location_id)
     return Response(status_code=204)
 
 
-@router.post("/refresh", summary="Re-read an entity's source or a whole location now")
+@router.post(
+    "/refresh",
+    summary="Re-read an entity's source or a whole location now",
+    name="catalog.entity.refresh",
+)
 def post_refresh(service: Catalog, body: RefreshInput) -> dict[str, Any]:
     from pavedroad.core.errors import InputError
 

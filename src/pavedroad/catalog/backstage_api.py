@@ -164,7 +164,7 @@ def by_uid(service: Catalog, uid: str) -> dict[str, Any]:
         return reader.get_by_uid(uid)
 
 
-@router.delete("/entities/by-uid/{uid}", status_code=204)
+@router.delete("/entities/by-uid/{uid}", status_code=204, name="catalog.entity.delete")
 def delete_by_uid(service: Catalog, uid: str) -> Response:
     service.delete_entity(uid)
     return Response(status_code=204)
@@ -227,7 +227,7 @@ def location(service: Catalog, location_id: str) -> dict[str, Any]:
     return {"id": row.id, "type": row.type, "target": row.target}
 
 
-@router.post("/locations", status_code=201)
+@router.post("/locations", status_code=201, name="catalog.location.create")
 def add_location(
     service: Catalog,
     request: Request,
@@ -250,13 +250,13 @@ def add_location(
     }
 
 
-@router.delete("/locations/{location_id}", status_code=204)
+@router.delete("/locations/{location_id}", status_code=204, name="catalog.location.delete")
 def delete_location(service: Catalog, location_id: str) -> Response:
     service.unregister_location(location_id)
     return Response(status_code=204)
 
 
-@router.post("/refresh", status_code=200)
+@router.post("/refresh", status_code=200, name="catalog.entity.refresh")
 def refresh(service: Catalog, body: RefreshRequest) -> Response:
     service.refresh_entity(body.entityRef)
     return Response(status_code=200)

@@ -3,4 +3,5 @@
 
 def import_all_models() -> None:
     import pavedroad.catalog.models
+    import pavedroad.core.audit
     import pavedroad.identity.models  # noqa: F401
