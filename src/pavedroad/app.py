@@ -22,6 +22,7 @@ from pavedroad.core.db import Database, database_for
 from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install_error_handlers
 from pavedroad.core.plugins import plugin_manager
 from pavedroad.identity import api as identity_api
+from pavedroad.identity.http import AuthenticationMiddleware
 from pavedroad.identity.service import IdentityService
 from pavedroad.settings import Settings
 
@@ -62,6 +63,9 @@ def create_app(
     app.state.catalog = catalog
     app.state.identity = IdentityService(db)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        AuthenticationMiddleware, identity=app.state.identity, required=settings.auth.required
+    )
     app.add_middleware(AuditMiddleware, db=db)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)

@@ -48,6 +48,10 @@ class CatalogSettings(BaseModel):
     ingest_processes: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=0, le=64)
 
 
+class AuthSettings(BaseModel):
+    required: bool = False  # every API request needs a token (the embedded demo leaves it off)
+
+
 class YamlLimits(BaseModel):
     max_bytes: int = Field(default=1024 * 1024, ge=1)
     max_depth: int = Field(default=64, ge=2)
@@ -68,6 +72,8 @@ class Settings(BaseSettings):
     base_url: str | None = None
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     yaml: YamlLimits = Field(default_factory=YamlLimits)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    token: str | None = None  # the CLI's personal access token (PAVEDROAD_TOKEN)
     workers: int = Field(default=2, ge=1)
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     log_level: str = "info"

@@ -17,6 +17,7 @@ from pavedroad.catalog.queries import (
 from pavedroad.catalog.refs import EntityRef
 from pavedroad.catalog.service import CatalogService
 from pavedroad.core.timeutil import isoformat
+from pavedroad.identity.http import require
 
 router = APIRouter(prefix="/api/v1/catalog", tags=["catalog"])
 
@@ -181,8 +182,13 @@ def get_locations(service: Catalog) -> list[dict[str, Any]]:
     name="catalog.location.create",
 )
 def post_location(
-    service: Catalog, body: LocationInput, response: Response, dryRun: bool = False
+    service: Catalog,
+    request: Request,
+    body: LocationInput,
+    response: Response,
+    dryRun: bool = False,
 ) -> dict[str, Any]:
+    require(request, "catalog.location.create")
     if dryRun:
         entities, errors = service.preview_location(body.type, body.target)
         response.status_code = 200
@@ -210,7 +216,8 @@ def get_location(service: Catalog, location_id: str) -> dict[str, Any]:
     summary="Unregister a location and its entities",
     name="catalog.location.delete",
 )
-def delete_location(service: Catalog, location_id: str) -> Response:
+def delete_location(service: Catalog, request: Request, location_id: str) -> Response:
+    require(request, "catalog.location.delete")
     service.unregister_location(location_id)
     return Response(status_code=204)
 
@@ -220,12 +227,14 @@ def delete_location(service: Catalog, location_id: str) -> Response:
     summary="Re-read an entity's source or a whole location now",
     name="catalog.entity.refresh",
 )
-def post_refresh(service: Catalog, body: RefreshInput) -> dict[str, Any]:
+def post_refresh(service: Catalog, request: Request, body: RefreshInput) -> dict[str, Any]:
     from pavedroad.core.errors import InputError
 
     if body.entityRef:
+        require(request, "catalog.entity.refresh", body.entityRef)
         report = service.refresh_entity(body.entityRef)
     elif body.locationId:
+        require(request, "catalog.location.create")  # re-reading a location changes no rights
         report = service.refresh_location(body.locationId)
     else:
         raise InputError("give entityRef or locationId")

@@ -23,6 +23,7 @@ from pavedroad.catalog.queries import (
 )
 from pavedroad.catalog.refs import EntityRef
 from pavedroad.core.errors import InputError
+from pavedroad.identity.http import require
 
 router = APIRouter(prefix="/api/catalog", tags=["backstage-compatible catalog"])
 
@@ -165,7 +166,10 @@ def by_uid(service: Catalog, uid: str) -> dict[str, Any]:
 
 
 @router.delete("/entities/by-uid/{uid}", status_code=204, name="catalog.entity.delete")
-def delete_by_uid(service: Catalog, uid: str) -> Response:
+def delete_by_uid(service: Catalog, request: Request, uid: str) -> Response:
+    with service.reader() as reader:
+        entity = reader.get_by_uid(uid, ["kind", "metadata.name", "metadata.namespace"])
+    require(request, "catalog.entity.delete", str(EntityRef.of(entity)))
     service.delete_entity(uid)
     return Response(status_code=204)
 
@@ -235,6 +239,7 @@ def add_location(
     response: Response,
     dryRun: bool = False,
 ) -> dict[str, Any]:
+    require(request, "catalog.location.create")
     if dryRun:
         entities, _errors = service.preview_location(body.type, body.target)
         response.status_code = 200
@@ -251,13 +256,15 @@ def add_location(
 
 
 @router.delete("/locations/{location_id}", status_code=204, name="catalog.location.delete")
-def delete_location(service: Catalog, location_id: str) -> Response:
+def delete_location(service: Catalog, request: Request, location_id: str) -> Response:
+    require(request, "catalog.location.delete")
     service.unregister_location(location_id)
     return Response(status_code=204)
 
 
 @router.post("/refresh", status_code=200, name="catalog.entity.refresh")
-def refresh(service: Catalog, body: RefreshRequest) -> Response:
+def refresh(service: Catalog, request: Request, body: RefreshRequest) -> Response:
+    require(request, "catalog.entity.refresh", body.entityRef)
     service.refresh_entity(body.entityRef)
     return Response(status_code=200)
 

@@ -13,10 +13,13 @@ from pavedroad.settings import Settings
 class ApiClient:
     def __init__(self, settings: Settings, server: str | None = None) -> None:
         self.base = (server or settings.public_url).rstrip("/")
+        self.headers = {"authorization": f"Bearer {settings.token}"} if settings.token else {}
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = httpx.request(method, self.base + path, timeout=120, **kwargs)
+            response = httpx.request(
+                method, self.base + path, timeout=120, headers=self.headers, **kwargs
+            )
         except httpx.HTTPError as exc:
             fail(
                 f"cannot reach the Pavedroad server at {self.base} ({exc.__class__.__name__}); "

@@ -106,3 +106,61 @@ def can(
     else:
         typer.echo(f"{'allowed' if decision.allowed else 'denied'}: {decision.reason}")
     raise typer.Exit(0 if decision.allowed else 1)
+
+
+token_app = typer.Typer(help="Manage personal access tokens.", no_args_is_help=True)
+
+
+@token_app.command("create")
+def create_token(
+    name: str = typer.Argument(..., help="What the token is for, e.g. 'laptop CLI'."),
+    user: str = typer.Option(..., "--user", "-u", help="The account the token acts as."),
+    scope: list[str] = typer.Option(
+        ["read", "write"], "--scope", "-s", help="read, write or admin (repeat for several)."
+    ),
+    expires_days: int = typer.Option(
+        90, "--expires-days", min=0, help="Days until it expires (0: never)."
+    ),
+) -> None:
+    """Create a token; it is printed once and never shown again."""
+    from datetime import timedelta
+
+    info, secret = _service().create_token(
+        user, name, scope, timedelta(days=expires_days) if expires_days else None
+    )
+    typer.echo(
+        f"created token {info['id']} for {info['account']} "
+        f"(scopes {', '.join(info['scopes'])}, expires {info['expiresAt'] or 'never'})"
+    )
+    typer.echo(secret)
+
+
+@token_app.command("list")
+def list_tokens(
+    user: str = typer.Option(..., "--user", "-u"), as_json: bool = typer.Option(False, "--json")
+) -> None:
+    """List an account's tokens (never their secrets)."""
+    tokens = _service().tokens(user)
+    rows = [
+        [
+            t["id"],
+            t["name"],
+            ",".join(t["scopes"]),
+            t["expiresAt"] or "never",
+            "revoked" if t["revokedAt"] else "active",
+        ]
+        for t in tokens
+    ]
+    emit(
+        tokens,
+        Format.json if as_json else Format.table,
+        [("id", ""), ("name", ""), ("scopes", ""), ("expires", ""), ("state", "")],
+        rows,
+    )
+
+
+@token_app.command("revoke")
+def revoke_token(token_id: str = typer.Argument(...)) -> None:
+    """Revoke a token at once."""
+    _service().revoke_token(token_id)
+    typer.echo(f"revoked token {token_id}")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -14,13 +18,15 @@ from sqlalchemy.exc import IntegrityError
 from pavedroad.catalog.queries import CatalogReader
 from pavedroad.catalog.validation import is_valid_object_name
 from pavedroad.core.db import Database
-from pavedroad.core.errors import ConflictError, InputError, NotFoundError
+from pavedroad.core.errors import ConflictError, InputError, NotFoundError, ProblemError
 from pavedroad.core.ids import new_id
-from pavedroad.core.timeutil import isoformat, utcnow
-from pavedroad.identity.models import AccountRow
+from pavedroad.core.timeutil import as_utc, isoformat, utcnow
+from pavedroad.identity.models import AccountRow, TokenRow
 from pavedroad.identity.policy import Actor, Decision, Role, decide
 
 MIN_PASSWORD_LENGTH = 10
+TOKEN_PREFIX = "pvd_"
+SCOPES = ("read", "write", "admin")
 _hasher = PasswordHasher()
 
 
@@ -103,6 +109,83 @@ class IdentityService:
         except (VerificationError, InvalidHashError):
             return False
 
+    # -- tokens ----------------------------------------------------------------------------
+
+    def create_token(
+        self, account: str, name: str, scopes: list[str], expires_in: timedelta | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """A new token for ``account``; the secret is returned once and never stored."""
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown or not scopes:
+            raise InputError(
+                f"token scopes must be some of {', '.join(SCOPES)}; got "
+                f"{', '.join(unknown) or 'none'}"
+            )
+        if not name.strip() or len(name) > 100:
+            raise InputError("a token needs a name of 1 to 100 characters")
+        self._account(account)
+        secret = secrets.token_urlsafe(32)
+        row = TokenRow(
+            id=new_id(),
+            account=account.lower(),
+            name=name.strip(),
+            scopes=",".join(sorted(set(scopes))),
+            secret_hash=_digest(secret),
+            created_at=utcnow(),
+            expires_at=utcnow() + expires_in if expires_in else None,
+        )
+        with self.db.session() as session:
+            session.add(row)
+        return _token_dict(row), f"{TOKEN_PREFIX}{row.id.replace('-', '')}_{secret}"
+
+    def tokens(self, account: str) -> list[dict[str, Any]]:
+        with self.db.read_session() as session:
+            rows = session.scalars(
+                select(TokenRow)
+                .where(TokenRow.account == account.lower())
+                .order_by(TokenRow.created_at)
+            )
+            return [_token_dict(row) for row in rows]
+
+    def revoke_token(self, token_id: str) -> None:
+        with self.db.session() as session:
+            row = session.get(TokenRow, token_id)
+            if row is None:
+                raise NotFoundError(f"no token {token_id}")
+            row.revoked_at = row.revoked_at or utcnow()
+
+    def authenticate(self, presented: str) -> tuple[Actor, frozenset[str]]:
+        """The actor and scopes of a bearer token; :class:`AuthenticationError` if the
+        token is malformed, unknown, revoked or expired (one message for all)."""
+        refused = AuthenticationError("the token is not valid (unknown, revoked or expired)")
+        if not presented.startswith(TOKEN_PREFIX) or presented.count("_") < 2:
+            raise refused
+        raw_id, _, secret = presented[len(TOKEN_PREFIX) :].partition("_")
+        if len(raw_id) != 32 or not all(c in "0123456789abcdef" for c in raw_id):
+            raise refused
+        token_id = f"{raw_id[:8]}-{raw_id[8:12]}-{raw_id[12:16]}-{raw_id[16:20]}-{raw_id[20:]}"
+        with self.db.session() as session:
+            row = session.get(TokenRow, token_id)
+            valid = row is not None and hmac.compare_digest(row.secret_hash, _digest(secret))
+            if (
+                not valid
+                or row is None
+                or row.revoked_at is not None
+                or (row.expires_at is not None and as_utc(row.expires_at) <= utcnow())
+            ):
+                raise refused
+            row.last_used_at = utcnow()
+            account, scopes = row.account, frozenset(row.scopes.split(","))
+        actor = self.actor(account)
+        return actor, scopes
+
+    def _account(self, name: str) -> AccountRow:
+        with self.db.read_session() as session:
+            row = session.scalar(select(AccountRow).where(AccountRow.name == name.lower()))
+        if row is None:
+            raise NotFoundError(f"no account named {name!r}; create it with `pave user create`")
+        return row
+
     # -- decisions -----------------------------------------------------------------------
 
     def actor(self, name: str) -> Actor:
@@ -122,6 +205,30 @@ class IdentityService:
         actor = self.actor(user)
         with self._reader() as reader:
             return decide(reader, actor, permission, entity)
+
+
+class AuthenticationError(ProblemError):
+    status = 401
+    title = "Not signed in"
+    type_slug = "unauthenticated"
+
+
+def _digest(secret: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough (unlike passwords).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _token_dict(row: TokenRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "account": row.account,
+        "name": row.name,
+        "scopes": row.scopes.split(","),
+        "createdAt": isoformat(row.created_at),
+        "expiresAt": isoformat(row.expires_at),
+        "revokedAt": isoformat(row.revoked_at),
+        "lastUsedAt": isoformat(row.last_used_at),
+    }
 
 
 def _hash(password: str) -> str:
