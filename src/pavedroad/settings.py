@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     yaml: YamlLimits = Field(default_factory=YamlLimits)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     token: str | None = None  # the CLI's personal access token (PAVEDROAD_TOKEN)
+    # Where `pave login` keeps the CLI's credentials (mode 0600).
+    config_dir: Path = Field(default_factory=lambda: _user_config_dir() / "pavedroad")
     workers: int = Field(default=2, ge=1)
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     log_level: str = "info"
@@ -126,6 +128,10 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         if not isinstance(data, dict):
             raise ValueError(f"{path}: the settings file must hold a mapping")
         return data
+
+
+def _user_config_dir() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
 
 
 def _config_file() -> Path | None:

@@ -12,8 +12,12 @@ from pavedroad.settings import Settings
 
 class ApiClient:
     def __init__(self, settings: Settings, server: str | None = None) -> None:
-        self.base = (server or settings.public_url).rstrip("/")
-        self.headers = {"authorization": f"Bearer {settings.token}"} if settings.token else {}
+        from pavedroad.cli import credentials
+
+        stored = credentials.load(settings)
+        self.base = (server or (stored.url if stored else settings.public_url)).rstrip("/")
+        token = settings.token or (stored.token if stored and stored.url == self.base else None)
+        self.headers = {"authorization": f"Bearer {token}"} if token else {}
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -11,7 +11,7 @@ import typer
 from pavedroad import __version__
 from pavedroad.catalog.cli import catalog_app
 from pavedroad.cli.output import fail
-from pavedroad.identity.cli import can, token_app, user_app
+from pavedroad.identity.cli import can, login, logout, token_app, user_app, whoami
 from pavedroad.settings import Settings
 
 app = typer.Typer(
@@ -24,6 +24,9 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.command("can")(can)
+app.command("login")(login)
+app.command("logout")(logout)
+app.command("whoami")(whoami)
 
 DEMO_DIR = Path(__file__).resolve().parents[3] / "examples" / "demo"
 

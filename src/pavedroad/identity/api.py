@@ -36,3 +36,18 @@ def get_can(
     entity: Annotated[str | None, Query(max_length=400)] = None,
 ) -> dict[str, Any]:
     return asdict(service.can(user, permission, entity))
+
+
+@router.get("/me", summary="Who this request is signed in as")
+def get_me(request: Request) -> dict[str, Any]:
+    from pavedroad.identity.service import AuthenticationError
+
+    actor = request.state.actor
+    if actor is None:
+        raise AuthenticationError("not signed in: send a personal access token")
+    return {
+        "name": actor.name,
+        "role": actor.role.value,
+        "userRef": actor.user_ref,
+        "scopes": sorted(request.state.scopes),
+    }

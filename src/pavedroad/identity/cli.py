@@ -164,3 +164,55 @@ def revoke_token(token_id: str = typer.Argument(...)) -> None:
     """Revoke a token at once."""
     _service().revoke_token(token_id)
     typer.echo(f"revoked token {token_id}")
+
+
+def login(
+    url: str = typer.Argument(None, help="The server (default: the configured one)."),
+    token_stdin: bool = typer.Option(
+        False, "--token-stdin", help="Read the token from standard input."
+    ),
+) -> None:
+    """Sign the CLI in with a personal access token (create one with `pave token create`
+    or in the portal); it is checked, then stored for your user only (mode 0600)."""
+    import httpx
+
+    from pavedroad.cli import credentials
+    from pavedroad.cli.main import load_settings
+    from pavedroad.cli.output import fail
+
+    settings = load_settings()
+    base = (url or settings.public_url).rstrip("/")
+    if token_stdin or not sys.stdin.isatty():
+        token = sys.stdin.readline().strip()
+    else:
+        typer.echo(f"Create a token at {base}/settings or with `pave token create`.")
+        token = str(typer.prompt("Token", hide_input=True)).strip()
+    try:
+        response = httpx.get(
+            f"{base}/api/v1/identity/me", headers={"authorization": f"Bearer {token}"}, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {base} ({exc.__class__.__name__})")
+    if response.status_code != 200:
+        fail("the server did not accept this token (unknown, revoked or expired)")
+    me = response.json()
+    stored = credentials.save(settings, credentials.Credentials(base, token))
+    typer.echo(f"signed in to {base} as {me['name']} ({me['role']}); token kept in {stored}")
+
+
+def logout() -> None:
+    """Forget the CLI's stored token."""
+    from pavedroad.cli import credentials
+    from pavedroad.cli.main import load_settings
+
+    forgotten = credentials.forget(load_settings())
+    typer.echo("signed out" if forgotten else "not signed in")
+
+
+def whoami(server: str = typer.Option(None, "--server", envvar="PAVEDROAD_URL")) -> None:
+    """Who the CLI is signed in as."""
+    from pavedroad.cli.client import ApiClient
+    from pavedroad.cli.main import load_settings
+
+    me = ApiClient(load_settings(), server).request("GET", "/api/v1/identity/me")
+    typer.echo(f"{me['name']} ({me['role']}), scopes {', '.join(me['scopes'])}")

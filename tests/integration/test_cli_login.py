@@ -1,0 +1,93 @@
+"""`pave login`, `whoami` and `logout` against a real `pave server` that requires tokens."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import time
+
+import httpx
+import pytest
+from test_cli import PAVE, _free_port, assert_one_line_error, cli_env, pave
+
+
+@pytest.fixture(scope="module")
+def secured_server(tmp_path_factory):
+    """``pave server`` with auth.required, and a member account with a token."""
+    home = tmp_path_factory.mktemp("secured-home")
+    env = cli_env(home) | {"PAVEDROAD_AUTH__REQUIRED": "true"}
+    created = pave("user", "create", "bob", "--no-password", env=env, cwd=home)
+    assert created.returncode == 0, created.stderr
+    token = pave("token", "create", "cli", "--user", "bob", env=env, cwd=home)
+    assert token.returncode == 0, token.stderr
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (home / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(PAVE), "server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=home,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("pave server did not start:\n" + (home / "server.log").read_text())
+        time.sleep(0.1)
+    yield url, token.stdout.strip().splitlines()[-1]
+    process.terminate()
+    process.wait(15)
+    log.close()
+
+
+def test_login_whoami_logout(secured_server, tmp_path):
+    url, token = secured_server
+    env = cli_env(tmp_path / "client") | {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    cwd = tmp_path
+
+    refused = pave("catalog", "list", "--server", url, env=env, cwd=cwd)
+    assert_one_line_error(refused, "sign in", "HTTP 401")
+
+    wrong = subprocess.run(
+        [str(PAVE), "login", url, "--token-stdin"],
+        input="pvd_nope\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+    )
+    assert_one_line_error(wrong, "did not accept this token")
+    stored = tmp_path / "config" / "pavedroad" / "credentials.json"
+    assert not stored.exists()
+
+    login = subprocess.run(
+        [str(PAVE), "login", url, "--token-stdin"],
+        input=token + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+    )
+    assert login.returncode == 0, login.stderr
+    assert f"signed in to {url} as bob (member)" in login.stdout
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert token not in login.stdout
+
+    whoami = pave("whoami", env=env, cwd=cwd)
+    assert whoami.returncode == 0, whoami.stderr
+    assert whoami.stdout.strip() == "bob (member), scopes read, write"
+    listed = pave("catalog", "list", env=env, cwd=cwd)
+    assert listed.returncode == 0, listed.stderr
+
+    out = pave("logout", env=env, cwd=cwd)
+    assert out.stdout.strip() == "signed out" and not stored.exists()
+    assert_one_line_error(pave("whoami", "--server", url, env=env, cwd=cwd), "HTTP 401")
