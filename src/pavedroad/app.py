@@ -64,7 +64,10 @@ def create_app(
     app.state.identity = IdentityService(db)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(
-        AuthenticationMiddleware, identity=app.state.identity, required=settings.auth.required
+        AuthenticationMiddleware,
+        identity=app.state.identity,
+        required=settings.auth.required,
+        anonymous_read=settings.auth.anonymous_read,
     )
     app.add_middleware(AuditMiddleware, db=db)
     app.add_middleware(RequestContextMiddleware)

@@ -50,6 +50,7 @@ class CatalogSettings(BaseModel):
 
 class AuthSettings(BaseModel):
     required: bool = False  # every API request needs a token (the embedded demo leaves it off)
+    anonymous_read: bool = False  # with `required`, still let anyone read the catalog
 
 
 class YamlLimits(BaseModel):

@@ -199,3 +199,14 @@ def test_open_mode_still_checks_presented_tokens(app):
         ),
         403,
     )
+
+
+def test_anonymous_catalog_reads_when_enabled(make_app, make_settings):
+    settings = make_settings()
+    settings.auth.required = True
+    settings.auth.anonymous_read = True
+    client = TestClient(make_app(settings))
+    assert client.get(f"{V1}/entities").status_code == 200
+    assert client.get(f"{BS}/entities/by-name/component/default/orders-service").status_code == 200
+    _backstage_error(client.post(f"{BS}/refresh", json={"entityRef": ORDERS}), 401, "sign in")
+    _problem(client.get("/api/v1/audit"), 401)

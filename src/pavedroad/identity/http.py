@@ -22,13 +22,17 @@ from pavedroad.identity.policy import Scope, decide, permission
 from pavedroad.identity.service import AuthenticationError, IdentityService
 
 OPEN_PATHS = ("/healthz", "/metrics", "/api/docs", "/api/openapi.json")
+CATALOG_READ_PATHS = ("/api/catalog/", "/api/v1/catalog/")
 
 
 class AuthenticationMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: Any, identity: IdentityService, required: bool) -> None:
+    def __init__(
+        self, app: Any, identity: IdentityService, required: bool, anonymous_read: bool = False
+    ) -> None:
         super().__init__(app)
         self.identity = identity
         self.required = required
+        self.anonymous_read = anonymous_read
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         request.state.actor = None
@@ -47,6 +51,7 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
                 self.required
                 and request.url.path.startswith("/api/")
                 and request.url.path not in OPEN_PATHS
+                and not self._anonymous_read(request)
             ):
                 raise AuthenticationError(
                     "sign in: send a personal access token as Authorization: Bearer <token>"
@@ -55,6 +60,13 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
             self._record_refusal(request, exc)
             return problem_response(request, exc.status, exc.title, exc.detail, exc.type_slug)
         return await call_next(request)
+
+    def _anonymous_read(self, request: Request) -> bool:
+        return (
+            self.anonymous_read
+            and request.method in ("GET", "HEAD")
+            and request.url.path.startswith(CATALOG_READ_PATHS)
+        )
 
     def _record_refusal(self, request: Request, exc: ProblemError) -> None:
         audit.record(
