@@ -12,7 +12,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from pavedroad.catalog.queries import CatalogReader
@@ -27,6 +27,7 @@ from pavedroad.identity.policy import Actor, Decision, Role, decide
 MIN_PASSWORD_LENGTH = 10
 TOKEN_PREFIX = "pvd_"
 SCOPES = ("read", "write", "admin")
+LAST_USED_GRANULARITY = timedelta(minutes=1)
 _hasher = PasswordHasher()
 
 
@@ -164,18 +165,25 @@ class IdentityService:
         if len(raw_id) != 32 or not all(c in "0123456789abcdef" for c in raw_id):
             raise refused
         token_id = f"{raw_id[:8]}-{raw_id[8:12]}-{raw_id[12:16]}-{raw_id[16:20]}-{raw_id[20:]}"
-        with self.db.session() as session:
+        with self.db.read_session() as session:
             row = session.get(TokenRow, token_id)
-            valid = row is not None and hmac.compare_digest(row.secret_hash, _digest(secret))
-            if (
-                not valid
-                or row is None
-                or row.revoked_at is not None
-                or (row.expires_at is not None and as_utc(row.expires_at) <= utcnow())
-            ):
-                raise refused
-            row.last_used_at = utcnow()
-            account, scopes = row.account, frozenset(row.scopes.split(","))
+        valid = row is not None and hmac.compare_digest(row.secret_hash, _digest(secret))
+        now = utcnow()
+        if (
+            not valid
+            or row is None
+            or row.revoked_at is not None
+            or (row.expires_at is not None and as_utc(row.expires_at) <= now)
+        ):
+            raise refused
+        # Record use at most once a minute: a write per request would queue every
+        # authenticated read behind SQLite's single writer.
+        if row.last_used_at is None or now - as_utc(row.last_used_at) > LAST_USED_GRANULARITY:
+            with self.db.session() as session:
+                session.execute(
+                    update(TokenRow).where(TokenRow.id == token_id).values(last_used_at=now)
+                )
+        account, scopes = row.account, frozenset(row.scopes.split(","))
         actor = self.actor(account)
         return actor, scopes
 
