@@ -14,7 +14,12 @@ from typing import Any, TypeVar
 
 from pavedroad.catalog import validation
 from pavedroad.catalog.kinds import KindSchema
-from pavedroad.catalog.refs import DEFAULT_NAMESPACE, EntityRef, EntityRefError, parse_ref
+from pavedroad.catalog.refs import (
+    DEFAULT_NAMESPACE,
+    EntityRef,
+    EntityRefError,
+    document_ref,
+)
 from pavedroad.core.errors import InputError
 from pavedroad.settings import Settings
 
@@ -126,7 +131,7 @@ class EntityPipeline:
         """Check an entity against every rule; raise :class:`EntityValidationError`."""
         errors = validation.validate_envelope(entity)
         if errors:
-            raise EntityValidationError(errors, _best_ref(entity))
+            raise EntityValidationError(errors, document_ref(entity))
         ref = EntityRef.of(entity)
         kind = self.kind_for(entity["apiVersion"], entity["kind"])
         if kind is None:
@@ -180,23 +185,6 @@ class EntityPipeline:
 
 def _unique(relations: list[Relation]) -> list[Relation]:
     return list(dict.fromkeys(relations))
-
-
-def _best_ref(entity: Any) -> str | None:
-    try:
-        if isinstance(entity, dict) and isinstance(entity.get("metadata"), dict):
-            name = entity["metadata"].get("name")
-            if isinstance(name, str) and isinstance(entity.get("kind"), str):
-                return str(
-                    parse_ref(
-                        name,
-                        entity["kind"],
-                        str(entity["metadata"].get("namespace") or DEFAULT_NAMESPACE),
-                    )
-                )
-    except InputError:
-        return None
-    return None
 
 
 def _registered(results: list[list[_T]]) -> list[_T]:

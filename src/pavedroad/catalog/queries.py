@@ -634,6 +634,10 @@ class CatalogReader:
         return self.session.scalar(select(EntityRow).where(EntityRow.entity_ref == key))
 
     def get_by_ref(self, ref: str | EntityRef, fields: Sequence[str] = ()) -> dict[str, Any]:
+        return self.hydrate([self._existing_row(ref)], fields)[0]
+
+    def _existing_row(self, ref: str | EntityRef) -> EntityRow:
+        """The entity's row, or Backstage's NotFoundError wording."""
         row = self.row_by_ref(ref)
         if row is None:
             parsed = ref if isinstance(ref, EntityRef) else parse_ref(ref)
@@ -641,7 +645,7 @@ class CatalogReader:
                 f"No entity named '{parsed.name}' found, with kind "
                 f"'{parsed.kind.lower()}' in namespace '{parsed.namespace.lower()}'"
             )
-        return self.hydrate([row], fields)[0]
+        return row
 
     def get_by_uid(self, uid: str, fields: Sequence[str] = ()) -> dict[str, Any]:
         row = self.session.get(EntityRow, uid)
@@ -859,13 +863,7 @@ class CatalogReader:
 
     def ancestry(self, ref: str) -> dict[str, Any]:
         """The chain from the entity up through the Location entities that led to it."""
-        row = self.row_by_ref(ref)
-        if row is None:
-            parsed = parse_ref(ref)
-            raise NotFoundError(
-                f"No entity named '{parsed.name}' found, with kind "
-                f"'{parsed.kind.lower()}' in namespace '{parsed.namespace.lower()}'"
-            )
+        row = self._existing_row(ref)
         items = []
         current: EntityRow | None = row
         seen: set[str] = set()

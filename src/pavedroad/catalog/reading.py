@@ -25,7 +25,7 @@ from pavedroad.catalog.processing import (
     build_providers,
     build_readers,
 )
-from pavedroad.catalog.refs import EntityRef
+from pavedroad.catalog.refs import EntityRef, document_ref
 from pavedroad.catalog.search_index import full_text, search_rows
 from pavedroad.core.errors import InputError, NotFoundError, ProblemError
 from pavedroad.core.outbound import check_url
@@ -278,7 +278,7 @@ class SourceReader:
             outcome.errors.append(DocumentError(exc.detail, line, exc.ref))
             return
         except ProblemError as exc:
-            ref = _ref_or_none(data)
+            ref = document_ref(data)
             if ref:
                 outcome.failed_refs.add(ref)
             outcome.errors.append(DocumentError(_message(exc), line, ref))
@@ -372,17 +372,6 @@ class SourceReader:
 
 def _message(exc: BaseException) -> str:
     return exc.detail if isinstance(exc, ProblemError) else str(exc)
-
-
-def _ref_or_none(data: Any) -> str | None:
-    try:
-        if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
-            ref = EntityRef.of(data)
-            if ref.kind and ref.name:
-                return ref.key
-    except Exception:  # a document too broken to name has no ref
-        return None
-    return None
 
 
 # -- worker processes ---------------------------------------------------------------------

@@ -117,6 +117,15 @@ def _split(
     return kind or default_kind, namespace or default_namespace, name
 
 
+def document_ref(data: Any) -> str | None:
+    """The ref key a (possibly invalid) document names, for error reports; None when it
+    names no kind and name."""
+    if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict):
+        return None
+    ref = EntityRef.of(data)
+    return ref.key if ref.kind and ref.name else None
+
+
 def ref_key(
     ref: str | dict[str, Any],
     default_kind: str | None = None,
