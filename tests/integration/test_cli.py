@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -69,16 +71,15 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
         assert fragment in lines[0], lines[0]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``pave server`` in a subprocess, on a free port, with its own PAVEDROAD_HOME."""
-    home = tmp_path_factory.mktemp("server-home")
+@contextmanager
+def running_server(home: Path, env: dict[str, str]) -> Iterator[str]:
+    """``pave server`` in a subprocess on a free port; yields its URL."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = (home / "server.log").open("w")
     process = subprocess.Popen(
         [str(PAVE), "server", "--host", "127.0.0.1", "--port", str(port)],
-        env=cli_env(home),
+        env=env,
         cwd=home,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -94,14 +95,24 @@ def server(tmp_path_factory):
             process.kill()
             pytest.fail("pave server did not start:\n" + (home / "server.log").read_text())
         time.sleep(0.1)
-    yield url
-    process.terminate()
     try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-    log.close()
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``pave server`` with its own PAVEDROAD_HOME."""
+    home = tmp_path_factory.mktemp("server-home")
+    with running_server(home, cli_env(home)) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import stat
 import subprocess
-import time
 
-import httpx
 import pytest
-from test_cli import PAVE, _free_port, assert_one_line_error, cli_env, pave
+from test_cli import PAVE, assert_one_line_error, cli_env, pave, running_server
 
 
 @pytest.fixture(scope="module")
@@ -20,31 +18,8 @@ def secured_server(tmp_path_factory):
     assert created.returncode == 0, created.stderr
     token = pave("token", "create", "cli", "--user", "bob", env=env, cwd=home)
     assert token.returncode == 0, token.stderr
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (home / "server.log").open("w")
-    process = subprocess.Popen(
-        [str(PAVE), "server", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=home,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("pave server did not start:\n" + (home / "server.log").read_text())
-        time.sleep(0.1)
-    yield url, token.stdout.strip().splitlines()[-1]
-    process.terminate()
-    process.wait(15)
-    log.close()
+    with running_server(home, env) as url:
+        yield url, token.stdout.strip().splitlines()[-1]
 
 
 def test_login_whoami_logout(secured_server, tmp_path):
