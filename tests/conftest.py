@@ -367,12 +367,18 @@ SettingsFactory = Callable[..., Any]
 
 @pytest.fixture
 def make_settings(database_url: str, tmp_path: Path, isolated_env: Path) -> SettingsFactory:
-    """Build Settings on this test's database; keyword arguments go to ``catalog``."""
-    from pavedroad.settings import CatalogSettings, Settings
+    """Build Settings on this test's database; keyword arguments go to ``catalog``.
+
+    Sign-in is off here (``auth.required`` false) so catalog tests call the API as
+    anonymous users; the identity tests turn it back on, as it is by default."""
+    from pavedroad.settings import AuthSettings, CatalogSettings, Settings
 
     def make(**catalog: Any) -> Settings:
         return Settings(
-            home=tmp_path / "home", database_url=database_url, catalog=CatalogSettings(**catalog)
+            home=tmp_path / "home",
+            database_url=database_url,
+            catalog=CatalogSettings(**catalog),
+            auth=AuthSettings(required=False),
         )
 
     return make

@@ -22,8 +22,10 @@ from pavedroad.core.db import Database, database_for
 from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install_error_handlers
 from pavedroad.core.plugins import plugin_manager
 from pavedroad.identity import api as identity_api
+from pavedroad.identity import web as identity_web
 from pavedroad.identity.http import AuthenticationMiddleware
 from pavedroad.identity.service import IdentityService
+from pavedroad.identity.sessions import SessionService
 from pavedroad.settings import Settings
 
 log = logging.getLogger("pavedroad")
@@ -62,10 +64,12 @@ def create_app(
     app.state.db = db
     app.state.catalog = catalog
     app.state.identity = IdentityService(db)
+    app.state.sessions = SessionService(db, settings, app.state.identity)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(
         AuthenticationMiddleware,
         identity=app.state.identity,
+        sessions=app.state.sessions,
         required=settings.auth.required,
         anonymous_read=settings.auth.anonymous_read,
     )
@@ -75,6 +79,7 @@ def create_app(
     app.include_router(catalog_api.router)
     app.include_router(backstage_api.router)
     app.include_router(identity_api.router)
+    app.include_router(identity_web.router)
     app.include_router(audit_api.router)
     _add_operational_routes(app, catalog)
     from pavedroad.portal.views import mount_portal

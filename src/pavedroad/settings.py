@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,9 +48,34 @@ class CatalogSettings(BaseModel):
     ingest_processes: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=0, le=64)
 
 
+class OidcSettings(BaseModel):
+    """Single sign-on through an OpenID Connect provider (authorization code + PKCE)."""
+
+    issuer: str  # e.g. https://accounts.example.com; discovery reads its well-known document
+    client_id: str
+    client_secret: str | None = None  # None for a public client (PKCE only)
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    # The ID token claim that names the user: ``email`` matches a catalog User's
+    # spec.profile.email; any other claim's value is taken as the User's name.
+    user_claim: str = "email"
+    label: str = "Single sign-on"  # the sign-in button says "Sign in with <label>"
+    redirect_url: str | None = None  # default: <public url>/sign-in/oidc/callback
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+
+
 class AuthSettings(BaseModel):
-    required: bool = False  # every API request needs a token (the embedded demo leaves it off)
+    # Every request needs a session or a token (off only for throwaway local use).
+    required: bool = True
     anonymous_read: bool = False  # with `required`, still let anyone read the catalog
+    # Signs session cookies; every replica behind one URL needs the same key. Unset:
+    # a random key kept in $PAVEDROAD_HOME/session.key (mode 0600).
+    secret_key: str | None = None
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    secure_cookies: bool | None = None  # None: when the public URL is https
+    # Wrong passwords allowed per user and source address within the window.
+    max_failed_sign_ins: int = Field(default=5, ge=1)
+    failed_sign_in_window_minutes: int = Field(default=15, ge=1)
+    oidc: OidcSettings | None = None
 
 
 class YamlLimits(BaseModel):
@@ -75,6 +100,8 @@ class Settings(BaseSettings):
     yaml: YamlLimits = Field(default_factory=YamlLimits)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     token: str | None = None  # the CLI's personal access token (PAVEDROAD_TOKEN)
+    # The first admin's password on first start (else `pave up` prints a sign-in link).
+    admin_password: SecretStr | None = None
     # Where `pave login` keeps the CLI's credentials (mode 0600).
     config_dir: Path = Field(default_factory=lambda: _user_config_dir() / "pavedroad")
     workers: int = Field(default=2, ge=1)

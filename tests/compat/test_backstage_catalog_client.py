@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import uvicorn
 
 from pavedroad.app import create_app
+from pavedroad.identity.policy import Role
 from pavedroad.settings import Settings
 
 HERE = Path(__file__).parent / "catalog-client"
@@ -48,11 +50,16 @@ def node_client() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A server that requires sign-in, and a token for the client to send."""
     home = tmp_path_factory.mktemp("home")
     port = _free_port()
     app = create_app(Settings(home=home, port=port))
     app.state.catalog.register_location("file", str(DEMO))
+    app.state.identity.create_account("backstage", Role.admin)
+    _info, token = app.state.identity.create_token(
+        "backstage", "compat", ["read", "write", "admin"]
+    )
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -65,20 +72,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
-    yield base
+    yield base, token
     uv.should_exit = True
     thread.join(10)
 
 
-def test_catalog_client_works_unchanged(node_client: Path, server: str, tmp_path: Path) -> None:
+def test_catalog_client_works_unchanged(
+    node_client: Path, server: tuple[str, str], tmp_path: Path
+) -> None:
+    base, token = server
     extra = tmp_path / "extra.yaml"
     extra.write_text(
         "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: compat-extra\n"
         "spec:\n  type: service\n  lifecycle: experimental\n  owner: group:platform-team\n"
     )
     run = subprocess.run(
-        ["node", "check.js", server, str(extra)],
+        ["node", "check.js", base, str(extra)],
         cwd=node_client,
+        env={**os.environ, "PAVEDROAD_TOKEN": token},
         capture_output=True,
         text=True,
         timeout=120,

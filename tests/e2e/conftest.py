@@ -1,7 +1,9 @@
 """A real Pavedroad server with the demo organisation, and a headless Chromium to drive it.
 
 The server runs in a thread of the test process (uvicorn on a free port) so tests can
-also register locations on it directly. The browser is the system Chromium.
+also register locations on it directly. The browser is the system Chromium. Sign-in is
+required, as by default: pages are opened signed in as ``alice`` (an admin) unless a
+test asks for another user or for none.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ADMIN = "alice"
+
+
 class PortalServer:
     """The running server: its base URL and its app (for registering locations)."""
 
@@ -37,6 +42,14 @@ class PortalServer:
         self.url = url
         self.app = app
         self.home = home
+        _info, self.token = app.state.identity.create_token(ADMIN, "e2e", ["read", "write"])
+
+    def session_cookie(self, user: str = ADMIN) -> dict[str, str]:
+        """A signed-in session for ``user``, as a cookie for a browser context."""
+        from pavedroad.identity.sessions import SESSION_COOKIE
+
+        value, _session = self.app.state.sessions.start(user, "test", "127.0.0.1")
+        return {"name": SESSION_COOKIE, "value": value, "url": self.url}
 
     @property
     def catalog(self) -> Any:
@@ -69,6 +82,9 @@ def running_portal(home: Path, *, demo: bool) -> Iterator[PortalServer]:
         env.setenv("PAVEDROAD_CONFIG", str(empty_config))
         settings = Settings(home=home, database_url=f"sqlite:///{home / 'pavedroad.db'}")
         app = create_app(settings)
+        from pavedroad.identity.policy import Role
+
+        app.state.identity.create_account(ADMIN, Role.admin)
         if demo:
             app.state.catalog.register_location("file", str(DEMO_LOCATION))
     port = _free_port()
@@ -127,11 +143,14 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any, portal: PortalServer) -> Iterator[Any]:
-    """A fresh browser page; ``page.goto("/catalog")`` goes to the test server."""
-    context = browser.new_context(base_url=portal.url, viewport={"width": 1400, "height": 900})
+@contextmanager
+def browser_page(browser: Any, server: PortalServer, user: str | None = ADMIN) -> Iterator[Any]:
+    """A page in a fresh browser context, signed in as ``user`` (``None``: signed out);
+    fails the test if the page raised a JavaScript error."""
+    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
     context.set_default_timeout(10_000)
+    if user is not None:
+        context.add_cookies([server.session_cookie(user)])
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
@@ -141,11 +160,19 @@ def page(browser: Any, portal: PortalServer) -> Iterator[Any]:
 
 
 @pytest.fixture
+def page(browser: Any, portal: PortalServer) -> Iterator[Any]:
+    """A fresh page signed in as an admin; ``page.goto("/catalog")`` goes to the server."""
+    with browser_page(browser, portal) as tab:
+        yield tab
+
+
+@pytest.fixture
 def api(portal: PortalServer) -> Callable[[str], Any]:
     """GET a JSON endpoint of the test server."""
 
     def get(path: str) -> Any:
-        response = httpx.get(portal.url + path, timeout=10.0)
+        headers = {"authorization": f"Bearer {portal.token}"}
+        response = httpx.get(portal.url + path, headers=headers, timeout=10.0)
         response.raise_for_status()
         return response.json()
 

@@ -102,6 +102,7 @@ def test_non_openapi_definitions_show_as_text(page: Any) -> None:
 
 def test_tabs_work_without_javascript(browser: Any, portal: Any) -> None:
     context = browser.new_context(base_url=portal.url, java_script_enabled=False)
+    context.add_cookies([portal.session_cookie()])
     try:
         page = context.new_page()
         page.goto("/catalog/default/api/payments-api")

@@ -31,6 +31,7 @@ def test_catalog_apis_is_the_catalog_filtered_to_apis(page: Any) -> None:
 
 def test_empty_catalog_says_what_to_do_next(browser: Any, empty_portal: Any) -> None:
     context = browser.new_context(base_url=empty_portal.url)
+    context.add_cookies([empty_portal.session_cookie()])
     try:
         page = context.new_page()
         page.goto("/")
@@ -46,11 +47,16 @@ def test_empty_catalog_says_what_to_do_next(browser: Any, empty_portal: Any) -> 
 def test_api_errors_stay_problem_json(portal: Any) -> None:
     response = httpx.get(
         f"{portal.url}/api/v1/catalog/entities/component/default/nope",
-        headers={"accept": "text/html"},
+        headers={"accept": "text/html", "authorization": f"Bearer {portal.token}"},
     )
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
-    page = httpx.get(f"{portal.url}/no-such-page", headers={"accept": "text/html"})
+    cookie = portal.session_cookie()
+    page = httpx.get(
+        f"{portal.url}/no-such-page",
+        headers={"accept": "text/html"},
+        cookies={cookie["name"]: cookie["value"]},
+    )
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
 
 

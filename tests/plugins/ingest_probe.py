@@ -15,13 +15,17 @@ from fastapi.testclient import TestClient
 
 from pavedroad.app import create_app
 from pavedroad.core.plugins import plugin_names
-from pavedroad.settings import Settings
+from pavedroad.settings import AuthSettings, Settings
 
 V1 = "/api/v1/catalog"
 
 
 def main(home: Path, target: str) -> None:
-    settings = Settings(home=home, database_url=f"sqlite:///{home / 'db.sqlite'}")
+    settings = Settings(
+        home=home,
+        database_url=f"sqlite:///{home / 'db.sqlite'}",
+        auth=AuthSettings(required=False),
+    )
     with TestClient(create_app(settings)) as client:
         created = client.post(f"{V1}/locations", json={"type": "file", "target": target})
         dashboard = client.get(f"{V1}/entities/dashboard/default/orders-dashboard").json()

@@ -66,7 +66,7 @@ def up(
     """Run everything in one process: migrate, (load the demo), serve the portal and API,
     and process the catalog in the background."""
     settings = load_settings(host=host, port=port)
-    _serve(settings, background=True, demo=demo)
+    _serve(settings, background=True, demo=demo, first_start=True)
 
 
 @app.command()
@@ -122,23 +122,52 @@ def migrate() -> None:
     typer.echo(f"database is up to date: {_redact(settings.resolved_database_url)}")
 
 
-def _serve(settings: Settings, background: bool, demo: bool) -> None:
+def _serve(settings: Settings, background: bool, demo: bool, first_start: bool = False) -> None:
     import uvicorn
 
     from pavedroad.app import create_app
 
     _configure_logging(settings)
     app = create_app(settings, background=background)
-    if demo:
-        _load_demo(app.state.catalog)
+    demo_users = _load_demo(app.state.catalog) if demo else []
     typer.echo(f"Pavedroad {__version__} — home {settings.home}")
     typer.echo(f"  database  {_redact(settings.resolved_database_url)}")
     typer.echo(f"  portal    {settings.public_url}/")
     typer.echo(f"  API docs  {settings.public_url}/api/docs")
+    if first_start:
+        _first_start(app, settings, demo_users)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 
-def _load_demo(catalog: object) -> None:
+def _first_start(app: object, settings: Settings, demo_users: list[str]) -> None:
+    """Make sure someone can sign in, and say how."""
+    from fastapi import FastAPI
+
+    from pavedroad.identity.bootstrap import (
+        DEMO_ACCOUNTS_FILE,
+        ensure_demo_accounts,
+        ensure_first_admin,
+    )
+
+    assert isinstance(app, FastAPI)
+    if not settings.auth.required:
+        typer.echo("  sign-in   off (auth.required is false): anyone here may do anything")
+        return
+    if demo_users:
+        accounts = ensure_demo_accounts(app.state.identity, settings.home, demo_users)
+        typer.echo("\nDemo accounts (sign in at the portal with any of these):")
+        for account in accounts:
+            typer.echo(f"  {account.name:<8} {account.role:<7} {account.password}")
+        typer.echo(f"  (kept in {settings.home / DEMO_ACCOUNTS_FILE})")
+    password = settings.admin_password.get_secret_value() if settings.admin_password else None
+    link = ensure_first_admin(app.state.identity, app.state.sessions, settings.public_url, password)
+    if link:
+        typer.echo("\nNo admin has signed in yet. Open this one-time link to sign in as admin")
+        typer.echo(f"(it works once, for 24 hours; then set a password in Settings):\n  {link}")
+
+
+def _load_demo(catalog: object) -> list[str]:
+    """Load the demo organisation; the names of its users."""
     from pavedroad.catalog.service import CatalogService
 
     assert isinstance(catalog, CatalogService)
@@ -149,11 +178,12 @@ def _load_demo(catalog: object) -> None:
     catalog.ingester.request_refresh(location_id=location.id)
     report = catalog.ingester.run_until_idle(location_id=location.id)
     with catalog.reader() as reader:
-        count = len(reader.entity_refs_of_location(location.id))
+        refs = reader.entity_refs_of_location(location.id)
     typer.echo(
-        f"Demo organisation loaded: {count} entities from {report.sources} files"
+        f"Demo organisation loaded: {len(refs)} entities from {report.sources} files"
         + (f", {report.errors} errors" if report.errors else "")
     )
+    return sorted(ref.split("/", 1)[1] for ref in refs if ref.startswith("user:default/"))
 
 
 def _configure_logging(settings: Settings) -> None:

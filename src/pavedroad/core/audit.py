@@ -1,9 +1,10 @@
 """The audit log: an append-only record of every change and every refusal.
 
-API routes that change something carry a dotted permission-style name
+Routes that change something carry a dotted permission-style name
 (``catalog.location.create``); :class:`AuditMiddleware` records each request to such a
-route after it is answered: when, who, what, to which target, the outcome, the source
-address and the request id. Nothing here can update or delete an event.
+route after it is answered: when, who, what, to which target (a route may name it in
+``request.state.audit_target``), the outcome, the source address and the request id.
+Nothing here can update or delete an event.
 """
 
 from __future__ import annotations
@@ -134,7 +135,11 @@ class AuditMiddleware(BaseHTTPMiddleware):
         action = getattr(route, "name", "") or ""
         if request.method in MUTATING and "." in action:
             params = request.scope.get("path_params") or {}
-            target = ", ".join(f"{k}={v}" for k, v in params.items()) or request.url.path
+            target = (
+                getattr(request.state, "audit_target", None)
+                or ", ".join(f"{k}={v}" for k, v in params.items())
+                or request.url.path
+            )
             event = AuditEvent(
                 actor=getattr(request.state, "actor_name", None) or "anonymous",
                 action=action,

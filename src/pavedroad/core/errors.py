@@ -62,3 +62,9 @@ class ForbiddenError(ProblemError):
     status = 403
     title = "Forbidden"
     type_slug = "forbidden"
+
+
+class TooManyRequestsError(ProblemError):
+    status = 429
+    title = "Too many requests"
+    type_slug = "too-many-requests"

@@ -4,4 +4,5 @@
 def import_all_models() -> None:
     import pavedroad.catalog.models
     import pavedroad.core.audit
-    import pavedroad.identity.models  # noqa: F401
+    import pavedroad.identity.models
+    import pavedroad.identity.sessions  # noqa: F401

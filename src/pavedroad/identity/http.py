@@ -1,86 +1,192 @@
-"""Who is asking: bearer tokens on every request, and the checks routes make.
+"""Who is asking: a bearer token or a portal session on every request, CSRF checks,
+and the checks routes make.
 
-With ``auth.required`` set, every API request except the health check and the API
-docs needs a valid token; without it, requests may be anonymous (the embedded
-default until sign-in lands in the portal), but a token that is presented must be
-valid and is then held to its scopes and to the access policy.
+With ``auth.required`` (the default) every request except the health check, metrics,
+static files and the sign-in pages needs a valid token or session: API calls get a
+401 problem, browsers are sent to the sign-in page. Requests that change something
+with a session cookie (and every form post) must carry the CSRF token, in the
+``csrf_token`` form field or the ``X-CSRF-Token`` header. With ``auth.required`` off
+requests may be anonymous, but a token or session that is presented must be valid and
+is then held to its scopes and to the access policy.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
+from urllib.parse import parse_qs, quote
 
 from fastapi import Request
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from pavedroad.catalog.queries import CatalogReader
 from pavedroad.core import audit
-from pavedroad.core.errors import ForbiddenError, ProblemError
+from pavedroad.core.errors import ForbiddenError, NotFoundError, ProblemError
 from pavedroad.core.http import problem_response
 from pavedroad.identity.policy import Scope, decide, permission
-from pavedroad.identity.service import AuthenticationError, IdentityService
+from pavedroad.identity.service import SCOPES, AuthenticationError, IdentityService
+from pavedroad.identity.sessions import (
+    PRE_SESSION_COOKIE,
+    SESSION_COOKIE,
+    SessionService,
+    WebSession,
+)
 
-OPEN_PATHS = ("/healthz", "/metrics", "/api/docs", "/api/openapi.json")
-CATALOG_READ_PATHS = ("/api/catalog/", "/api/v1/catalog/")
+OPEN_PATHS = frozenset({"/healthz", "/metrics", "/favicon.ico", "/sign-in", "/sign-out"})
+OPEN_PREFIXES = ("/static/", "/sign-in/")
+ANONYMOUS_READ_PREFIXES = ("/api/catalog/", "/api/v1/catalog/", "/catalog")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
 
 
 class AuthenticationMiddleware(BaseHTTPMiddleware):
     def __init__(
-        self, app: Any, identity: IdentityService, required: bool, anonymous_read: bool = False
+        self,
+        app: Any,
+        identity: IdentityService,
+        sessions: SessionService,
+        required: bool,
+        anonymous_read: bool = False,
     ) -> None:
         super().__init__(app)
         self.identity = identity
+        self.sessions = sessions
         self.required = required
         self.anonymous_read = anonymous_read
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        request.state.actor = None
-        request.state.actor_name = None
-        request.state.scopes = frozenset()
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+        state = request.state
+        state.actor = None
+        state.actor_name = None
+        state.scopes = frozenset()
+        state.web_session = None
         try:
-            if header and scheme.lower() != "bearer":
-                raise AuthenticationError("use an Authorization: Bearer <token> header")
-            if token:
-                actor, scopes = self.identity.authenticate(token.strip())
-                request.state.actor, request.state.actor_name = actor, actor.name
-                request.state.scopes = scopes
-            elif (
-                self.required
-                and request.url.path.startswith("/api/")
-                and request.url.path not in OPEN_PATHS
-                and not self._anonymous_read(request)
-            ):
+            header = request.headers.get("authorization", "")
+            if header:
+                scheme, _, token = header.partition(" ")
+                if scheme.lower() != "bearer" or not token.strip():
+                    raise AuthenticationError("use an Authorization: Bearer <token> header")
+                state.actor, state.scopes = self.identity.authenticate(token.strip())
+                if request.method in UNSAFE_METHODS and not state.scopes & {"write", "admin"}:
+                    state.actor_name = state.actor.name
+                    raise ForbiddenError(
+                        "this token has only the read scope; changes need a token with "
+                        "the write scope"
+                    )
+            else:
+                self._resume_session(request)
+                if request.method in UNSAFE_METHODS and (
+                    state.web_session is not None or _is_form(request)
+                ):
+                    await self._check_csrf(request, state.web_session)
+            if state.actor is not None:
+                state.actor_name = state.actor.name
+            elif self.required and not self._open(request):
+                if not request.url.path.startswith("/api/"):
+                    target = request.url.path + (
+                        f"?{request.url.query}" if request.url.query else ""
+                    )
+                    return RedirectResponse(f"/sign-in?next={quote(target, safe='')}", 303)
                 raise AuthenticationError(
-                    "sign in: send a personal access token as Authorization: Bearer <token>"
+                    "sign in: send a personal access token as Authorization: Bearer <token>, "
+                    "or use the portal's session"
                 )
         except ProblemError as exc:
             self._record_refusal(request, exc)
+            if _wants_page(request):
+                from pavedroad.portal.views import error_page
+
+                return error_page(request, exc.status, exc.title, exc.detail)
             return problem_response(request, exc.status, exc.title, exc.detail, exc.type_slug)
         return await call_next(request)
 
-    def _anonymous_read(self, request: Request) -> bool:
+    def _resume_session(self, request: Request) -> None:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        web_session = self.sessions.resolve(cookie) if cookie else None
+        if web_session is None:
+            return
+        try:
+            actor = self.identity.actor(web_session.account)
+        except NotFoundError:  # the account and its catalog User are gone
+            return
+        request.state.web_session = web_session
+        request.state.actor = actor
+        request.state.scopes = frozenset(SCOPES)
+
+    async def _check_csrf(self, request: Request, web_session: WebSession | None) -> None:
+        expected = web_session.csrf_token if web_session else pre_session_token(request)
+        presented = request.headers.get(CSRF_HEADER)
+        if presented is None and _is_form(request):
+            presented = await _form_field(request, CSRF_FIELD)
+        if not expected or not presented or not hmac.compare_digest(expected, presented):
+            raise ForbiddenError(
+                "the form's CSRF token is missing or does not match this session; "
+                "reload the page and try again"
+            )
+
+    def _open(self, request: Request) -> bool:
+        path = request.url.path
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+            return True
         return (
             self.anonymous_read
             and request.method in ("GET", "HEAD")
-            and request.url.path.startswith(CATALOG_READ_PATHS)
+            and (path == "/" or path.startswith(ANONYMOUS_READ_PREFIXES))
         )
 
     def _record_refusal(self, request: Request, exc: ProblemError) -> None:
         audit.record(
             self.identity.db,
             audit.AuditEvent(
-                actor="anonymous",
+                actor=getattr(request.state, "actor_name", None) or "anonymous",
                 action=f"{request.method} {request.url.path}"[:100],
                 target=request.url.path,
                 outcome="denied",
                 status=exc.status,
-                source_ip=request.client.host if request.client else None,
+                source_ip=client_ip(request),
                 request_id=getattr(request.state, "request_id", None),
             ),
         )
+
+
+def pre_session_token(request: Request) -> str | None:
+    """The CSRF token a browser holds before it signs in (from its signed cookie)."""
+    cookie = request.cookies.get(PRE_SESSION_COOKIE)
+    sessions: SessionService = request.app.state.sessions
+    return sessions.signer.unsign(cookie) if cookie else None
+
+
+def csrf_token(request: Request) -> str | None:
+    """The token this request's forms must carry."""
+    web_session = getattr(request.state, "web_session", None)
+    return web_session.csrf_token if web_session else pre_session_token(request)
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _wants_page(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
+        "accept", ""
+    )
+
+
+def _is_form(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() in FORM_TYPES
+
+
+async def _form_field(request: Request, name: str) -> str | None:
+    # Read the body once: it is kept for the route, which parses the form again.
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        value = (await request.form()).get(name)
+        return value if isinstance(value, str) else None
+    values = parse_qs(body.decode("latin-1"), max_num_fields=1000).get(name)
+    return values[0] if values else None
 
 
 def require(request: Request, permission_name: str, entity: str | None = None) -> None:

@@ -25,12 +25,14 @@ class AccountRow(Base):
 
 
 class TokenRow(Base):
-    """A personal access token: only a hash of its secret is kept."""
+    """A personal access token, or a group's service token (``group_ref`` set; then
+    ``account`` is who created it). Only a hash of its secret is kept."""
 
     __tablename__ = "identity_tokens"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     account: Mapped[str] = mapped_column(String(63), index=True)
+    group_ref: Mapped[str | None] = mapped_column(String(400), nullable=True, index=True)
     name: Mapped[str] = mapped_column(String(100))
     scopes: Mapped[str] = mapped_column(String(100))
     secret_hash: Mapped[str] = mapped_column(String(64))

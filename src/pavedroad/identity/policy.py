@@ -71,15 +71,21 @@ register_permission("catalog.entity.delete", Scope.owner, "Remove an entity from
 register_permission("catalog.location.create", Scope.read, "Register a location")
 register_permission("catalog.location.delete", Scope.admin, "Unregister a location")
 register_permission("identity.user.manage", Scope.admin, "Create users and change roles")
+register_permission(
+    "identity.service_token.manage", Scope.admin, "Create and revoke a group's service tokens"
+)
+register_permission("audit.read", Scope.admin, "Read and export the audit log")
 
 
 @dataclass
 class Actor:
-    """Who is asking: a catalog user (or a local account without one) and a role."""
+    """Who is asking: a catalog user (or a local account without one) and a role, or
+    a group's service token, which acts as a member of that group."""
 
     name: str
     role: Role
     user_ref: str | None = None
+    group_ref: str | None = None
 
 
 @dataclass
@@ -96,12 +102,18 @@ class Decision:
 def groups_of(reader: CatalogReader, user_ref: str) -> list[str]:
     """The groups a user belongs to: directly (``memberOf``) and every group above
     those (``childOf``), nearest first."""
-    found: list[str] = []
-    frontier = [
+    direct = [
         g["targetRef"]
         for g in reader.relations_of([user_ref]).get(user_ref, [])
         if g["type"] == "memberOf"
     ]
+    return with_parent_groups(reader, direct)
+
+
+def with_parent_groups(reader: CatalogReader, groups: list[str]) -> list[str]:
+    """The groups and every group above them (``childOf``), nearest first."""
+    found: list[str] = []
+    frontier = groups
     while frontier:
         fresh = [g for g in dict.fromkeys(frontier) if g not in found]
         found.extend(fresh)
@@ -161,7 +173,13 @@ def _decide(
     if reader.row_by_ref(entity_ref) is None:
         return result(False, f"there is no entity {entity_ref}")
     owners = owners_of(reader, entity_ref)
-    groups = groups_of(reader, actor.user_ref) if actor.user_ref else []
+    groups = (
+        groups_of(reader, actor.user_ref)
+        if actor.user_ref
+        else with_parent_groups(reader, [actor.group_ref])
+        if actor.group_ref
+        else []
+    )
     mine = [o for o in owners if o == actor.user_ref or o in groups]
     if actor.role is Role.viewer:
         return result(

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from pavedroad.catalog.queries import CatalogReader
+from pavedroad.catalog.refs import parse_ref
 from pavedroad.catalog.validation import is_valid_object_name
 from pavedroad.core.db import Database
 from pavedroad.core.errors import ConflictError, InputError, NotFoundError, ProblemError
@@ -113,9 +114,15 @@ class IdentityService:
     # -- tokens ----------------------------------------------------------------------------
 
     def create_token(
-        self, account: str, name: str, scopes: list[str], expires_in: timedelta | None = None
+        self,
+        account: str,
+        name: str,
+        scopes: list[str],
+        expires_in: timedelta | None = None,
+        group: str | None = None,
     ) -> tuple[dict[str, Any], str]:
-        """A new token for ``account``; the secret is returned once and never stored."""
+        """A new token for ``account`` (or, with ``group``, a service token of that group
+        created by ``account``); the secret is returned once and never stored."""
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:
             raise InputError(
@@ -124,11 +131,16 @@ class IdentityService:
             )
         if not name.strip() or len(name) > 100:
             raise InputError("a token needs a name of 1 to 100 characters")
-        self._account(account)
+        if expires_in is not None and expires_in <= timedelta(0):
+            raise InputError("a token's lifetime must be positive")
+        group_ref = self._group(group) if group else None
+        if group_ref is None:
+            self._account(account)
         secret = secrets.token_urlsafe(32)
         row = TokenRow(
             id=new_id(),
             account=account.lower(),
+            group_ref=group_ref,
             name=name.strip(),
             scopes=",".join(sorted(set(scopes))),
             secret_hash=_digest(secret),
@@ -139,11 +151,35 @@ class IdentityService:
             session.add(row)
         return _token_dict(row), f"{TOKEN_PREFIX}{row.id.replace('-', '')}_{secret}"
 
+    def _group(self, group: str) -> str:
+        ref = parse_ref(group, "group")
+        if ref.kind != "group":
+            raise InputError(f"service tokens belong to a group; {group!r} is a {ref.kind}")
+        with self._reader() as reader:
+            if reader.row_by_ref(ref.key) is None:
+                raise NotFoundError(f"there is no group {ref.key} in the catalog")
+        return ref.key
+
+    def service_tokens(self, group: str | None = None) -> list[dict[str, Any]]:
+        statement = select(TokenRow).where(TokenRow.group_ref.is_not(None))
+        if group:
+            statement = statement.where(TokenRow.group_ref == parse_ref(group, "group").key)
+        with self.db.read_session() as session:
+            rows = session.scalars(statement.order_by(TokenRow.created_at))
+            return [_token_dict(row) for row in rows]
+
+    def token(self, token_id: str) -> dict[str, Any]:
+        with self.db.read_session() as session:
+            row = session.get(TokenRow, token_id)
+        if row is None:
+            raise NotFoundError(f"no token {token_id}")
+        return _token_dict(row)
+
     def tokens(self, account: str) -> list[dict[str, Any]]:
         with self.db.read_session() as session:
             rows = session.scalars(
                 select(TokenRow)
-                .where(TokenRow.account == account.lower())
+                .where(TokenRow.account == account.lower(), TokenRow.group_ref.is_(None))
                 .order_by(TokenRow.created_at)
             )
             return [_token_dict(row) for row in rows]
@@ -183,9 +219,10 @@ class IdentityService:
                 session.execute(
                     update(TokenRow).where(TokenRow.id == token_id).values(last_used_at=now)
                 )
-        account, scopes = row.account, frozenset(row.scopes.split(","))
-        actor = self.actor(account)
-        return actor, scopes
+        scopes = frozenset(row.scopes.split(","))
+        if row.group_ref is not None:
+            return Actor(f"token:{row.id}", Role.member, None, row.group_ref), scopes
+        return self.actor(row.account), scopes
 
     def _account(self, name: str) -> AccountRow:
         with self.db.read_session() as session:
@@ -230,6 +267,7 @@ def _token_dict(row: TokenRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "account": row.account,
+        "group": row.group_ref,
         "name": row.name,
         "scopes": row.scopes.split(","),
         "createdAt": isoformat(row.created_at),

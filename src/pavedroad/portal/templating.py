@@ -183,7 +183,10 @@ def render(
     request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
 ) -> Response:
     """A portal page: the template with the layout's context and the security headers."""
+    web_session = getattr(request.state, "web_session", None)
     page = {
+        "current_user": getattr(request.state, "actor", None),
+        "csrf_token": web_session.csrf_token if web_session else None,
         "navigation": navigation(),
         "active_nav": active_item(request.url.path, dict(request.query_params)),
         "search_query": request.query_params.get("q", "") if request.url.path == "/catalog" else "",

@@ -21,6 +21,8 @@ RECENT_LIMIT = 8
 PRECOMPILED = (
     "portal/home.html",
     "portal/not_found.html",
+    "portal/error.html",
+    "portal/sign_in.html",
     "catalog/list.html",
     "catalog/entity.html",
     "catalog/locations.html",
@@ -63,6 +65,16 @@ def home_page(request: Request, service: CatalogService) -> Response:
         request,
         "portal/home.html",
         {"title": "Home", "total": total, "kinds": kinds, "recent": recent, "summary": summary},
+    )
+
+
+def error_page(request: Request, status: int, title: str, message: str) -> Response:
+    """A refusal or failure as a page, for browsers."""
+    return render(
+        request,
+        "portal/error.html",
+        {"title": title, "status": status, "message": message},
+        status_code=status,
     )
 
 

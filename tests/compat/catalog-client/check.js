@@ -1,12 +1,21 @@
 // Drives @backstage/catalog-client, unchanged, against the server at argv[2]
 // and prints one JSON line per check so the Python test can assert on each.
+// Like a Backstage app's fetchApi, the fetch it is given adds the caller's token
+// (PAVEDROAD_TOKEN) to every request.
 const { CatalogClient } = require('@backstage/catalog-client');
 
 const baseUrl = process.argv[2];
 const extraFile = process.argv[3];
+const token = process.env.PAVEDROAD_TOKEN;
 const client = new CatalogClient({
   discoveryApi: { getBaseUrl: async () => `${baseUrl}/api/catalog` },
-  fetchApi: { fetch: (...args) => fetch(...args) },
+  fetchApi: {
+    fetch: (input, init = {}) => {
+      const headers = new Headers(init.headers);
+      headers.set('Authorization', `Bearer ${token}`);
+      return fetch(input, { ...init, headers });
+    },
+  },
 });
 
 async function main() {
