@@ -22,6 +22,7 @@ from pavedroad.core.db import Database, database_for
 from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install_error_handlers
 from pavedroad.core.plugins import plugin_manager
 from pavedroad.identity import api as identity_api
+from pavedroad.identity import oidc
 from pavedroad.identity import web as identity_web
 from pavedroad.identity.http import AuthenticationMiddleware
 from pavedroad.identity.service import IdentityService
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(backstage_api.router)
     app.include_router(identity_api.router)
     app.include_router(identity_web.router)
+    app.include_router(oidc.router)
     app.include_router(audit_api.router)
     _add_operational_routes(app, catalog)
     from pavedroad.portal.views import mount_portal

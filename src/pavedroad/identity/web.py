@@ -14,6 +14,7 @@ from pavedroad.identity.http import client_ip, csrf_token
 from pavedroad.identity.service import AuthenticationError
 from pavedroad.identity.sessions import PRE_SESSION_COOKIE, SESSION_COOKIE, SessionService
 from pavedroad.portal.templating import render
+from pavedroad.settings import Settings
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,11 +34,11 @@ def safe_next(next_url: str | None) -> str:
     return next_url
 
 
-def _secure(request: Request) -> bool:
-    configured = request.app.state.settings.auth.secure_cookies
-    if configured is not None:
-        return bool(configured)
-    return str(request.app.state.settings.public_url).startswith("https://")
+def secure_cookies(settings: Settings) -> bool:
+    """Cookies marked Secure: as configured, else when the public URL is https."""
+    if settings.auth.secure_cookies is not None:
+        return settings.auth.secure_cookies
+    return settings.public_url.startswith("https://")
 
 
 def begin_session(request: Request, user_name: str, via: str, next_url: str | None) -> Response:
@@ -52,14 +53,14 @@ def begin_session(request: Request, user_name: str, via: str, next_url: str | No
         max_age=int(sessions.lifetime.total_seconds()),
         httponly=True,
         samesite="lax",
-        secure=_secure(request),
+        secure=secure_cookies(request.app.state.settings),
         path="/",
     )
     response.delete_cookie(PRE_SESSION_COOKIE, path="/")
     return response
 
 
-def _sign_in_page(
+def sign_in_page(
     request: Request,
     *,
     next_url: str | None,
@@ -96,7 +97,7 @@ def _sign_in_page(
             max_age=PRE_SESSION_MAX_AGE,
             httponly=True,
             samesite="lax",
-            secure=_secure(request),
+            secure=secure_cookies(request.app.state.settings),
             path="/",
         )
     if isinstance(error, str) and status_code == 429:
@@ -108,7 +109,7 @@ def _sign_in_page(
 def sign_in_form(request: Request, next: str | None = None) -> Response:
     if request.state.web_session is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    return _sign_in_page(request, next_url=next)
+    return sign_in_page(request, next_url=next)
 
 
 @router.post("/sign-in", name="identity.session.create")
@@ -128,7 +129,7 @@ def sign_in(
     except ProblemError as exc:
         if isinstance(exc, TooManyRequestsError):
             request.state.retry_after = exc.extensions.get("retryAfter", 60)
-        return _sign_in_page(
+        return sign_in_page(
             request, next_url=next, error=exc.detail, status_code=exc.status, username=name
         )
     return begin_session(request, name.lower(), "password", next)
@@ -148,7 +149,7 @@ def sign_out(request: Request) -> Response:
 def sign_in_link_form(request: Request, token: str) -> Response:
     """A page with a button: following the link alone (a mail scanner, a preview)
     does not spend it."""
-    return _sign_in_page(request, next_url="/settings", link=token)
+    return sign_in_page(request, next_url="/settings", link=token)
 
 
 @router.post("/sign-in/link/{token}", name="identity.link.use")
@@ -157,5 +158,5 @@ def sign_in_with_link(request: Request, token: str) -> Response:
     try:
         account = request.app.state.sessions.use_link(token)
     except AuthenticationError as exc:
-        return _sign_in_page(request, next_url="/", error=exc.detail, status_code=401)
+        return sign_in_page(request, next_url="/", error=exc.detail, status_code=401)
     return begin_session(request, account, "link", "/settings")
