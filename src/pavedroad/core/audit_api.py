@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from pavedroad.core import audit
+from pavedroad.identity.http import require
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -22,6 +23,8 @@ def list_events(
     before: Annotated[str | None, Query(description="an event id: older events only")] = None,
     format: Literal["json", "jsonl"] = "json",
 ) -> Any:
+    """Admins only (``audit.read``)."""
+    require(request, "audit.read")
     events = audit.search(
         request.app.state.db,
         actor=actor,

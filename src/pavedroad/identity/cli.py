@@ -58,6 +58,18 @@ def passwd(
     typer.echo(f"password changed for {name}")
 
 
+@user_app.command("link")
+def sign_in_link(name: str = typer.Argument(..., help="The account to sign in as.")) -> None:
+    """Print a one-time sign-in link for an account (valid 24 hours, works once)."""
+    from pavedroad.cli.main import load_settings
+    from pavedroad.identity.sessions import SessionService
+
+    service = _service()
+    settings = load_settings()
+    token = SessionService(service.db, settings, service).create_link(name)
+    typer.echo(f"{settings.public_url}/sign-in/link/{token}")
+
+
 @user_app.command("role")
 def set_role(name: str = typer.Argument(...), role: Role = typer.Argument(...)) -> None:
     """Change an account's role."""
@@ -108,13 +120,20 @@ def can(
     raise typer.Exit(0 if decision.allowed else 1)
 
 
-token_app = typer.Typer(help="Manage personal access tokens.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="Manage personal access tokens and groups' service tokens.", no_args_is_help=True
+)
 
 
 @token_app.command("create")
 def create_token(
     name: str = typer.Argument(..., help="What the token is for, e.g. 'laptop CLI'."),
-    user: str = typer.Option(..., "--user", "-u", help="The account the token acts as."),
+    user: str = typer.Option(
+        None, "--user", "-u", help="The account the token acts as (or, with --group, its creator)."
+    ),
+    group: str = typer.Option(
+        None, "--group", "-g", help="Make a service token acting as a member of this group."
+    ),
     scope: list[str] = typer.Option(
         ["read", "write"], "--scope", "-s", help="read, write or admin (repeat for several)."
     ),
@@ -122,14 +141,24 @@ def create_token(
         90, "--expires-days", min=0, help="Days until it expires (0: never)."
     ),
 ) -> None:
-    """Create a token; it is printed once and never shown again."""
+    """Create a personal token (--user) or a group's service token (--group); it is
+    printed once and never shown again."""
     from datetime import timedelta
 
+    from pavedroad.cli.output import fail
+
+    if not user and not group:
+        fail("name the account with --user, or the group of a service token with --group")
     info, secret = _service().create_token(
-        user, name, scope, timedelta(days=expires_days) if expires_days else None
+        user or "pave-cli",
+        name,
+        scope,
+        timedelta(days=expires_days) if expires_days else None,
+        group=group,
     )
+    owner = f"group {info['group']}" if info["group"] else info["account"]
     typer.echo(
-        f"created token {info['id']} for {info['account']} "
+        f"created token {info['id']} for {owner} "
         f"(scopes {', '.join(info['scopes'])}, expires {info['expiresAt'] or 'never'})"
     )
     typer.echo(secret)
@@ -137,13 +166,16 @@ def create_token(
 
 @token_app.command("list")
 def list_tokens(
-    user: str = typer.Option(..., "--user", "-u"), as_json: bool = typer.Option(False, "--json")
+    user: str = typer.Option(None, "--user", "-u", help="An account's personal tokens."),
+    group: str = typer.Option(None, "--group", "-g", help="A group's service tokens."),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """List an account's tokens (never their secrets)."""
-    tokens = _service().tokens(user)
+    """List an account's tokens, or service tokens (all, or a group's); never secrets."""
+    tokens = _service().tokens(user) if user else _service().service_tokens(group)
     rows = [
         [
             t["id"],
+            t["group"] or t["account"],
             t["name"],
             ",".join(t["scopes"]),
             t["expiresAt"] or "never",
@@ -154,7 +186,7 @@ def list_tokens(
     emit(
         tokens,
         Format.json if as_json else Format.table,
-        [("id", ""), ("name", ""), ("scopes", ""), ("expires", ""), ("state", "")],
+        [("id", ""), ("for", ""), ("name", ""), ("scopes", ""), ("expires", ""), ("state", "")],
         rows,
     )
 

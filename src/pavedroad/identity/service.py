@@ -100,6 +100,9 @@ class IdentityService:
             for r in rows
         ]
 
+    def has_password(self, name: str) -> bool:
+        return self._account(name).password_hash is not None
+
     def verify_password(self, name: str, password: str) -> bool:
         with self.db.read_session() as session:
             row = session.scalar(select(AccountRow).where(AccountRow.name == name.lower()))
