@@ -64,7 +64,9 @@ def up(
     port: int = typer.Option(None, help="Port to listen on (default 7070)."),
 ) -> None:
     """Run everything in one process: migrate, (load the demo), serve the portal and API,
-    and process the catalog in the background."""
+    and process the catalog in the background. The first start creates the admin account
+    and prints a one-time sign-in link (or uses PAVEDROAD_ADMIN_PASSWORD); --demo also
+    prints the demo users' passwords."""
     settings = load_settings(host=host, port=port)
     _serve(settings, background=True, demo=demo, first_start=True)
 
