@@ -58,11 +58,18 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
         self.anonymous_read = anonymous_read
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await self._dispatch(request, call_next)
+        if request.state.stale_session:  # forget a cookie that no longer names a session
+            response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    async def _dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         state = request.state
         state.actor = None
         state.actor_name = None
         state.scopes = frozenset()
         state.web_session = None
+        state.stale_session = False
         try:
             header = request.headers.get("authorization", "")
             if header:
@@ -85,7 +92,7 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
             if state.actor is not None:
                 state.actor_name = state.actor.name
             elif self.required and not self._open(request):
-                if not request.url.path.startswith("/api/"):
+                if _is_page(request):
                     target = request.url.path + (
                         f"?{request.url.query}" if request.url.query else ""
                     )
@@ -93,6 +100,11 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
                 raise AuthenticationError(
                     "sign in: send a personal access token as Authorization: Bearer <token>, "
                     "or use the portal's session"
+                    + (
+                        " (this session has ended or its cookie is not valid)"
+                        if state.stale_session
+                        else ""
+                    )
                 )
         except ProblemError as exc:
             self._record_refusal(request, exc)
@@ -105,12 +117,23 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
 
     def _resume_session(self, request: Request) -> None:
         cookie = request.cookies.get(SESSION_COOKIE)
-        web_session = self.sessions.resolve(cookie) if cookie else None
-        if web_session is None:
+        if not cookie:
             return
-        try:
-            actor = self.identity.actor(web_session.account)
-        except NotFoundError:  # the account and its catalog User are gone
+        web_session = self.sessions.resolve(cookie)
+        actor = None
+        if web_session is not None:
+            try:
+                actor = self.identity.actor(web_session.account)
+            except NotFoundError:  # the account and its catalog User are gone
+                actor = None
+        if web_session is None or actor is None:
+            # Forged, ended or expired: the request goes on signed out, on the record.
+            request.state.stale_session = True
+            self._record_refusal(
+                request,
+                AuthenticationError("the session cookie is forged, ended or expired"),
+                action="identity.session.resume",
+            )
             return
         request.state.web_session = web_session
         request.state.actor = actor
@@ -137,12 +160,14 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
             and (path == "/" or path.startswith(ANONYMOUS_READ_PREFIXES))
         )
 
-    def _record_refusal(self, request: Request, exc: ProblemError) -> None:
+    def _record_refusal(
+        self, request: Request, exc: ProblemError, action: str | None = None
+    ) -> None:
         audit.record(
             self.identity.db,
             audit.AuditEvent(
                 actor=getattr(request.state, "actor_name", None) or "anonymous",
-                action=f"{request.method} {request.url.path}"[:100],
+                action=(action or f"{request.method} {request.url.path}")[:100],
                 target=request.url.path,
                 outcome="denied",
                 status=exc.status,
@@ -167,6 +192,12 @@ def csrf_token(request: Request) -> str | None:
 
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def _is_page(request: Request) -> bool:
+    """A portal page (or the API docs): signed-out browsers go to the sign-in page."""
+    path = request.url.path
+    return not path.startswith("/api/") or path == "/api/docs"
 
 
 def _wants_page(request: Request) -> bool:
