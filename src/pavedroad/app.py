@@ -22,6 +22,7 @@ from pavedroad.core.db import Database, database_for
 from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install_error_handlers
 from pavedroad.core.plugins import plugin_manager
 from pavedroad.identity import api as identity_api
+from pavedroad.identity import device as identity_device
 from pavedroad.identity import oidc
 from pavedroad.identity import web as identity_web
 from pavedroad.identity.http import AuthenticationMiddleware
@@ -81,6 +82,7 @@ def create_app(
     app.include_router(backstage_api.router)
     app.include_router(identity_api.router)
     app.include_router(identity_web.router)
+    app.include_router(identity_device.router)
     app.include_router(oidc.router)
     app.include_router(audit_api.router)
     _add_operational_routes(app, catalog)

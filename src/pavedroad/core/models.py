@@ -4,5 +4,6 @@
 def import_all_models() -> None:
     import pavedroad.catalog.models
     import pavedroad.core.audit
+    import pavedroad.identity.device
     import pavedroad.identity.models
     import pavedroad.identity.sessions  # noqa: F401

@@ -201,11 +201,20 @@ def revoke_token(token_id: str = typer.Argument(...)) -> None:
 def login(
     url: str = typer.Argument(None, help="The server (default: the configured one)."),
     token_stdin: bool = typer.Option(
-        False, "--token-stdin", help="Read the token from standard input."
+        False, "--token-stdin", help="Read a token from standard input."
+    ),
+    paste: bool = typer.Option(False, "--paste", help="Paste a token instead of approving."),
+    device: bool = typer.Option(
+        False, "--device", help="Approve in a browser even when standard input is not a terminal."
+    ),
+    no_browser: bool = typer.Option(
+        False, "--no-browser", help="Print the approval link instead of opening a browser."
     ),
 ) -> None:
-    """Sign the CLI in with a personal access token (create one with `pave token create`
-    or in the portal); it is checked, then stored for your user only (mode 0600)."""
+    """Sign the CLI in. By default a browser opens where you approve this CLI (signed in
+    to the portal), and a new personal access token comes back; --paste or --token-stdin
+    take a token you created. The token is checked, then stored for your user only
+    (mode 0600)."""
     import httpx
 
     from pavedroad.cli import credentials
@@ -214,11 +223,13 @@ def login(
 
     settings = load_settings()
     base = (url or settings.public_url).rstrip("/")
-    if token_stdin or not sys.stdin.isatty():
+    if token_stdin or (not sys.stdin.isatty() and not device):
         token = sys.stdin.readline().strip()
-    else:
+    elif paste:
         typer.echo(f"Create a token at {base}/settings or with `pave token create`.")
         token = str(typer.prompt("Token", hide_input=True)).strip()
+    else:
+        token = _approve_in_browser(base, open_browser=not no_browser)
     try:
         response = httpx.get(
             f"{base}/api/v1/identity/me", headers={"authorization": f"Bearer {token}"}, timeout=30
@@ -230,6 +241,49 @@ def login(
     me = response.json()
     stored = credentials.save(settings, credentials.Credentials(base, token))
     typer.echo(f"signed in to {base} as {me['name']} ({me['role']}); token kept in {stored}")
+
+
+def _approve_in_browser(base: str, open_browser: bool) -> str:
+    """Start a device grant, show its code, and poll until the browser approves."""
+    import socket
+    import time
+    import webbrowser
+
+    import httpx
+
+    from pavedroad.cli.output import fail
+
+    try:
+        started = httpx.post(
+            f"{base}/api/v1/identity/device",
+            json={"clientName": f"pave CLI on {socket.gethostname()[:60]}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {base} ({exc.__class__.__name__})")
+    if started.status_code != 201:
+        fail(f"{base} cannot sign a CLI in through the browser (HTTP {started.status_code})")
+    grant = started.json()
+    typer.echo(f"Approve this CLI at {grant['verificationUriComplete']}")
+    typer.echo(f"(check that the page shows the code {grant['userCode']})", err=False)
+    if open_browser:
+        webbrowser.open(grant["verificationUriComplete"])
+    deadline = time.monotonic() + grant["expiresIn"]
+    while time.monotonic() < deadline:
+        time.sleep(grant["interval"])
+        try:
+            answer = httpx.post(
+                f"{base}/api/v1/identity/device/token",
+                json={"deviceCode": grant["deviceCode"]},
+                timeout=30,
+            )
+        except httpx.HTTPError:
+            continue  # a blip while waiting; keep polling until the code expires
+        if answer.status_code == 200:
+            return str(answer.json()["secret"])
+        if answer.status_code != 400:
+            fail(str(answer.json().get("detail", "the sign-in was refused")))
+    fail("the code expired before it was approved; run `pave login` again")
 
 
 def logout() -> None:

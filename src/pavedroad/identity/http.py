@@ -33,7 +33,18 @@ from pavedroad.identity.sessions import (
     WebSession,
 )
 
-OPEN_PATHS = frozenset({"/healthz", "/metrics", "/favicon.ico", "/sign-in", "/sign-out"})
+OPEN_PATHS = frozenset(
+    {
+        "/healthz",
+        "/metrics",
+        "/favicon.ico",
+        "/sign-in",
+        "/sign-out",
+        # a CLI signing in through the browser has no credentials yet
+        "/api/v1/identity/device",
+        "/api/v1/identity/device/token",
+    }
+)
 OPEN_PREFIXES = ("/static/", "/sign-in/")
 ANONYMOUS_READ_PREFIXES = ("/api/catalog/", "/api/v1/catalog/", "/catalog")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
