@@ -66,3 +66,33 @@ def test_login_whoami_logout(secured_server, tmp_path):
     out = pave("logout", env=env, cwd=cwd)
     assert out.stdout.strip() == "signed out" and not stored.exists()
     assert_one_line_error(pave("whoami", "--server", url, env=env, cwd=cwd), "HTTP 401")
+
+
+def test_local_account_commands_are_audited(tmp_path):
+    from pavedroad.core import audit
+    from pavedroad.core.db import Database
+
+    home = tmp_path / "home"
+    env = cli_env(home)
+    assert pave("user", "create", "zoe", "--no-password", env=env, cwd=tmp_path).returncode == 0
+    assert pave("user", "role", "zoe", "viewer", env=env, cwd=tmp_path).returncode == 0
+    created = pave("token", "create", "ci", "--user", "zoe", env=env, cwd=tmp_path)
+    token_id = created.stdout.split()[2]
+    assert pave("token", "revoke", token_id, env=env, cwd=tmp_path).returncode == 0
+    twice = pave("user", "create", "zoe", "--no-password", env=env, cwd=tmp_path)
+    assert_one_line_error(twice, "already exists")
+
+    db = Database(f"sqlite:///{home / 'pavedroad.db'}")
+    try:
+        events = list(reversed(audit.search(db)))
+    finally:
+        db.dispose()
+    assert [(e["action"], e["target"], e["outcome"]) for e in events] == [
+        ("identity.user.create", "user:zoe", "success"),
+        ("identity.user.update", "user:zoe role=viewer", "success"),
+        ("identity.token.create", "user:zoe", "success"),
+        ("identity.token.revoke", f"token_id={token_id}", "success"),
+        ("identity.user.create", "user:zoe", "failure"),
+    ]
+    assert all(e["actor"].startswith("local:") and e["sourceIp"] == "local" for e in events)
+    assert all(created.stdout.splitlines()[-1] not in str(e) for e in events)

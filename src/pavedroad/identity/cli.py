@@ -1,21 +1,28 @@
 """``pave user ...`` and ``pave can``: local accounts and explained access decisions.
 
-These work on the configured database directly, like a first-start admin command.
+These work on the configured database directly, like a first-start admin command. Each
+change is written to the audit log with the actor ``local:<operating system user>``.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 
 from pavedroad.cli.output import Format, emit
 from pavedroad.identity.policy import Role
 
+if TYPE_CHECKING:
+    from pavedroad.identity.service import IdentityService
+
 user_app = typer.Typer(help="Manage local accounts (roles and passwords).", no_args_is_help=True)
 
 
-def _service():  # type: ignore[no-untyped-def]
+def _service() -> IdentityService:
     from pavedroad.cli.main import load_settings
     from pavedroad.core.db import database_for
     from pavedroad.identity.service import IdentityService
@@ -25,6 +32,32 @@ def _service():  # type: ignore[no-untyped-def]
     db = database_for(settings)
     db.migrate()
     return IdentityService(db)
+
+
+@contextmanager
+def _audited(action: str, target: str) -> Iterator[IdentityService]:
+    """Run a change and record it (success or failure) like the API records its own."""
+    import getpass
+
+    from pavedroad.core import audit
+    from pavedroad.core.errors import ProblemError
+
+    service = _service()
+    event = audit.AuditEvent(
+        actor=f"local:{getpass.getuser()}"[:400],
+        action=action,
+        target=target[:2000],
+        outcome="success",
+        status=200,
+        source_ip="local",
+    )
+    try:
+        yield service
+    except ProblemError as exc:
+        event.outcome, event.status = "failure", exc.status
+        raise
+    finally:
+        audit.record(service.db, event)
 
 
 def _read_password(password_stdin: bool) -> str:
@@ -45,7 +78,8 @@ def create(
 ) -> None:
     """Create an account; the password is prompted for (or read from stdin)."""
     password = None if no_password else _read_password(password_stdin)
-    row = _service().create_account(name, Role.admin if admin else role, password)
+    with _audited("identity.user.create", f"user:{name.lower()}") as service:
+        row = service.create_account(name, Role.admin if admin else role, password)
     typer.echo(f"created {row.role} account {row.name} ({row.user_ref})")
 
 
@@ -54,7 +88,9 @@ def passwd(
     name: str = typer.Argument(...), password_stdin: bool = typer.Option(False, "--password-stdin")
 ) -> None:
     """Set an account's password."""
-    _service().set_password(name, _read_password(password_stdin))
+    password = _read_password(password_stdin)
+    with _audited("identity.password.change", f"user:{name.lower()}") as service:
+        service.set_password(name, password)
     typer.echo(f"password changed for {name}")
 
 
@@ -64,16 +100,17 @@ def sign_in_link(name: str = typer.Argument(..., help="The account to sign in as
     from pavedroad.cli.main import load_settings
     from pavedroad.identity.sessions import SessionService
 
-    service = _service()
     settings = load_settings()
-    token = SessionService(service.db, settings, service).create_link(name)
+    with _audited("identity.link.create", f"user:{name.lower()}") as service:
+        token = SessionService(service.db, settings, service).create_link(name)
     typer.echo(f"{settings.public_url}/sign-in/link/{token}")
 
 
 @user_app.command("role")
 def set_role(name: str = typer.Argument(...), role: Role = typer.Argument(...)) -> None:
     """Change an account's role."""
-    _service().set_role(name, role)
+    with _audited("identity.user.update", f"user:{name.lower()} role={role.value}") as service:
+        service.set_role(name, role)
     typer.echo(f"{name} is now {role.value}")
 
 
@@ -149,13 +186,15 @@ def create_token(
 
     if not user and not group:
         fail("name the account with --user, or the group of a service token with --group")
-    info, secret = _service().create_token(
-        user or "pave-cli",
-        name,
-        scope,
-        timedelta(days=expires_days) if expires_days else None,
-        group=group,
-    )
+    action = "identity.service_token.create" if group else "identity.token.create"
+    with _audited(action, f"group:{group}" if group else f"user:{user}") as service:
+        info, secret = service.create_token(
+            user or "pave-cli",
+            name,
+            scope,
+            timedelta(days=expires_days) if expires_days else None,
+            group=group,
+        )
     owner = f"group {info['group']}" if info["group"] else info["account"]
     typer.echo(
         f"created token {info['id']} for {owner} "
@@ -194,7 +233,8 @@ def list_tokens(
 @token_app.command("revoke")
 def revoke_token(token_id: str = typer.Argument(...)) -> None:
     """Revoke a token at once."""
-    _service().revoke_token(token_id)
+    with _audited("identity.token.revoke", f"token_id={token_id}") as service:
+        service.revoke_token(token_id)
     typer.echo(f"revoked token {token_id}")
 
 
