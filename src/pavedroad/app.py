@@ -67,7 +67,6 @@ def create_app(
     app.state.catalog = catalog
     app.state.identity = IdentityService(db)
     app.state.sessions = SessionService(db, settings, app.state.identity)
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(
         AuthenticationMiddleware,
         identity=app.state.identity,
@@ -76,6 +75,8 @@ def create_app(
         anonymous_read=settings.auth.anonymous_read,
     )
     app.add_middleware(AuditMiddleware, db=db)
+    # Outside authentication: the CSRF check may read a form, never an oversized one.
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(catalog_api.router)

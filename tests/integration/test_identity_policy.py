@@ -43,10 +43,11 @@ MATRIX = [
     ("bob", "catalog.entity.delete", COMMERCE, True, "member of group:default/engineering"),
     ("alice", "catalog.entity.delete", ORDERS, False, "owned by group:default/checkout-team"),
     ("alice", "catalog.entity.read", ORDERS, True, "every signed-in user"),
-    ("alice", "catalog.location.create", None, True, "every signed-in user"),
+    ("alice", "catalog.location.create", None, True, "every member"),
     ("alice", "catalog.location.delete", None, False, "admins only"),
     ("vera", "catalog.entity.read", ORDERS, True, "every signed-in user"),
     ("vera", "catalog.entity.delete", ORDERS, False, "viewer"),
+    ("vera", "catalog.location.create", None, False, "viewer"),
     ("carol", "catalog.entity.delete", ORDERS, False, "viewer"),
     ("bob", "identity.user.manage", None, False, "admins only"),
 ]

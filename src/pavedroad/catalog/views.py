@@ -18,11 +18,14 @@ from pavedroad.catalog.api import Catalog
 from pavedroad.catalog.portal_data import FacetScope
 from pavedroad.catalog.queries import CatalogReader, EntityQuery, Page, Predicate
 from pavedroad.catalog.refs import DEFAULT_NAMESPACE, EntityRef, parse_ref
-from pavedroad.core.errors import InputError, NotFoundError
+from pavedroad.core.errors import ForbiddenError, InputError, NotFoundError, ProblemError
 from pavedroad.core.safeyaml import dump
+from pavedroad.identity.access import EntityAccess, entity_access
+from pavedroad.identity.http import require
+from pavedroad.identity.web import form_token, keep_form_token
 from pavedroad.portal.openapi import ApiDigest, DefinitionError, parse_definition
 from pavedroad.portal.relation_graph import GraphPicture, layout
-from pavedroad.portal.templating import entity_url, ref_label, render
+from pavedroad.portal.templating import entity_path, entity_url, ref_label, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,6 +36,12 @@ FACET_MAX = 100
 RELATED_MAX = 1000
 WARM_KINDS = 8
 SUGGESTIONS = 6
+
+# The catalog page's notices after an action elsewhere (never text from the URL).
+CATALOG_NOTICES = {
+    "deleted": "The entity was deleted. If a registered location still defines it, its next "
+    "refresh brings it back: remove it from its catalog-info.yaml as well.",
+}
 
 # The order related objects are listed in; other relation types follow alphabetically.
 RELATION_ORDER = [
@@ -215,7 +224,7 @@ def catalog_page(
     # Query parameters are read leniently: a page never answers a browser with JSON.
     selection = CatalogSelection.from_request(request, q)
     first = int(start) if start.isdigit() and len(start) < 10 else 0
-    notice = None
+    notice = CATALOG_NOTICES.get(request.query_params.get("notice", ""))
     with service.reader() as reader:
         query = EntityQuery(
             filter=selection.filter(), full_text=selection.q, limit=PAGE_SIZE, fields=TABLE_FIELDS
@@ -427,9 +436,25 @@ class EntityPage:
     yaml: str = ""
 
 
+# Short notices after an action on an entity page (never text from the URL itself).
+ENTITY_NOTICES = {
+    "refreshed": ("good", "Refreshed: its source was read again just now."),
+    "refreshed-with-errors": (
+        "warn",
+        "Refreshed, but reading its source reported errors; see the Status tab.",
+    ),
+}
+
+
 @router.get("/catalog/{namespace}/{kind}/{name}")
 def entity_page(
-    request: Request, service: Catalog, namespace: str, kind: str, name: str
+    request: Request,
+    service: Catalog,
+    namespace: str,
+    kind: str,
+    name: str,
+    who: str | None = None,
+    notice: str | None = None,
 ) -> Response:
     ref = EntityRef(kind, namespace, name)
     with service.reader() as reader:
@@ -438,10 +463,15 @@ def entity_page(
             return _entity_not_found(request, reader, ref)
         entity = reader.hydrate([row])[0]
         page = _entity_page(reader, entity, EntityRef.of(entity))
-    return render(
+        access = _access(request, reader, page.ref.key, who)
+        owners = portal_data.entities_by_ref(reader.session, access.owners)
+    # With access control off anonymous visitors may change things: their forms need a token.
+    anonymous_forms = {} if access.enforced else {"csrf_token": form_token(request)}
+    response = render(
         request,
         "catalog/entity.html",
         {
+            **anonymous_forms,
             "title": _display_title(entity),
             "page": page,
             "entity": entity,
@@ -452,8 +482,80 @@ def entity_page(
             "api_url": "/api/v1/catalog/entities/{}/{}/{}".format(
                 *(_quote(p) for p in (page.ref.kind, page.ref.namespace, page.ref.name))
             ),
+            "access": access,
+            "owners": [_related(owner, owners) for owner in access.owners],
+            "actions_url": entity_path(page.ref.kind, page.ref.namespace, page.ref.name),
+            "notice": ENTITY_NOTICES.get(notice or ""),
         },
     )
+    return keep_form_token(request, response)
+
+
+def _access(request: Request, reader: CatalogReader, key: str, who: str | None) -> EntityAccess:
+    return entity_access(
+        reader,
+        request.app.state.identity,
+        request.state.actor,
+        key,
+        enforced=request.app.state.settings.auth.required,
+        who=who,
+    )
+
+
+@router.post("/catalog/{namespace}/{kind}/{name}/refresh", name="catalog.entity.refresh")
+def refresh_entity(
+    request: Request, service: Catalog, namespace: str, kind: str, name: str
+) -> Response:
+    """Re-read the entity's source now (the API's ``POST /refresh`` for one entity)."""
+    ref = EntityRef(kind, namespace, name)
+    request.state.audit_target = ref.key
+    refused = _refused(request, service, ref, "catalog.entity.refresh")
+    if refused is not None:
+        return refused
+    try:
+        report = service.refresh_entity(ref.key)
+    except ProblemError as exc:
+        from pavedroad.portal.views import error_page
+
+        return error_page(request, exc.status, "Refresh failed", exc.detail)
+    notice = "refreshed-with-errors" if report.errors else "refreshed"
+    return RedirectResponse(
+        f"{entity_path(ref.kind, ref.namespace, ref.name)}?notice={notice}", status_code=303
+    )
+
+
+@router.post("/catalog/{namespace}/{kind}/{name}/delete", name="catalog.entity.delete")
+def delete_entity(
+    request: Request, service: Catalog, namespace: str, kind: str, name: str
+) -> Response:
+    """Remove the entity now, as the API's ``DELETE /entities/by-uid/{uid}`` does."""
+    ref = EntityRef(kind, namespace, name)
+    request.state.audit_target = ref.key
+    refused = _refused(request, service, ref, "catalog.entity.delete")
+    if refused is not None:
+        return refused
+    with service.reader() as reader:
+        row = reader.row_by_ref(ref)
+    if row is not None:  # gone already (a second click): the outcome is the same
+        service.delete_entity(row.uid)
+    return RedirectResponse("/catalog?notice=deleted", status_code=303)
+
+
+def _refused(
+    request: Request, service: Catalog, ref: EntityRef, permission_name: str
+) -> Response | None:
+    """A page refusing the action (404, 403), or ``None`` when it may go ahead. The
+    button is only shown to those allowed; the check here is the one that counts."""
+    from pavedroad.portal.views import error_page
+
+    with service.reader() as reader:
+        if reader.row_by_ref(ref) is None:
+            return _entity_not_found(request, reader, ref)
+    try:
+        require(request, permission_name, ref.key)
+    except ForbiddenError as exc:
+        return error_page(request, exc.status, "Not allowed", exc.detail)
+    return None
 
 
 def _entity_page(reader: CatalogReader, entity: dict[str, Any], ref: EntityRef) -> EntityPage:

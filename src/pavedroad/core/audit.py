@@ -62,7 +62,7 @@ def record(db: Database, event: AuditEvent) -> None:
 
 
 def outcome_of(status: int) -> str:
-    if status in (401, 403):
+    if status in (401, 403, 429):  # 429: refused for too many wrong passwords
         return "denied"
     return "success" if status < 400 else "failure"
 

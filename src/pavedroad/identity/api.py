@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from pavedroad.core.errors import ForbiddenError, InputError
-from pavedroad.identity.http import require
+from pavedroad.identity.http import client_ip, require
 from pavedroad.identity.policy import Actor, Role, permissions
 from pavedroad.identity.service import AuthenticationError, IdentityService
 
@@ -84,16 +84,13 @@ def get_me(request: Request, me: Me) -> dict[str, Any]:
 
 
 @router.put("/me/password", status_code=204, name="identity.password.change")
-def change_my_password(request: Request, service: Identity, me: Me, body: PasswordChange) -> None:
-    """Set your password; the current one is needed once you have one."""
+def change_my_password(request: Request, me: Me, body: PasswordChange) -> None:
+    """Set your password; the current one is needed once you have one. Every portal
+    session of yours ends."""
     if me.group_ref is not None:
         raise InputError("a service token has no password")
-    if service.has_password(me.name) and not (
-        body.current and service.verify_password(me.name, body.current)
-    ):
-        raise ForbiddenError("the current password is wrong")
-    service.set_password(me.name, body.new)
     request.state.audit_target = f"user:{me.name}"
+    request.app.state.sessions.change_password(me.name, body.current, body.new, client_ip(request))
 
 
 # -- accounts (admins) -----------------------------------------------------------------

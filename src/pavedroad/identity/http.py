@@ -96,6 +96,8 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
                     )
             else:
                 self._resume_session(request)
+                if state.actor is not None:  # so a refused forgery names whose session it used
+                    state.actor_name = state.actor.name
                 if request.method in UNSAFE_METHODS and (
                     state.web_session is not None or _is_form(request)
                 ):
@@ -238,7 +240,12 @@ def require(request: Request, permission_name: str, entity: str | None = None) -
     if actor is None:
         return  # the middleware already refused anonymous requests where it must
     wanted = permission(permission_name)
-    needed = {Scope.read: "read", Scope.owner: "write", Scope.admin: "admin"}[wanted.scope]
+    needed = {
+        Scope.read: "read",
+        Scope.member: "write",
+        Scope.owner: "write",
+        Scope.admin: "admin",
+    }[wanted.scope]
     if request.method != "GET" and needed == "read":
         needed = "write"
     scopes = request.state.scopes

@@ -26,9 +26,11 @@ class Role(StrEnum):
 
 
 class Scope(StrEnum):
-    """What a permission needs: any signed-in user, an owner, or an admin."""
+    """What a permission needs: any signed-in user (``read``), any member or admin,
+    i.e. not a viewer (``member``), an owner of the entity, or an admin."""
 
     read = "read"
+    member = "member"
     owner = "owner"
     admin = "admin"
 
@@ -68,7 +70,7 @@ def permission(name: str) -> Permission:
 register_permission("catalog.entity.read", Scope.read, "See an entity and its relations")
 register_permission("catalog.entity.refresh", Scope.owner, "Re-read an entity's source now")
 register_permission("catalog.entity.delete", Scope.owner, "Remove an entity from the catalog")
-register_permission("catalog.location.create", Scope.read, "Register a location")
+register_permission("catalog.location.create", Scope.member, "Register a location")
 register_permission("catalog.location.delete", Scope.admin, "Unregister a location")
 register_permission("identity.user.manage", Scope.admin, "Create users and change roles")
 register_permission(
@@ -169,6 +171,14 @@ def _decide(
         return result(
             False, f"{wanted.name} is for admins only and {actor.name} is a {actor.role.value}"
         )
+    if actor.role is Role.viewer:
+        return result(
+            False,
+            f"{actor.name} is a viewer; viewers cannot change anything",
+            owners_of(reader, entity_ref) if entity_ref else [],
+        )
+    if wanted.scope is Scope.member:
+        return result(True, f"every member may {wanted.description.lower()}")
     assert entity_ref is not None
     if reader.row_by_ref(entity_ref) is None:
         return result(False, f"there is no entity {entity_ref}")
@@ -181,10 +191,6 @@ def _decide(
         else []
     )
     mine = [o for o in owners if o == actor.user_ref or o in groups]
-    if actor.role is Role.viewer:
-        return result(
-            False, f"{actor.name} is a viewer; viewers cannot change anything", owners, groups
-        )
     if mine:
         via = mine[0]
         how = "directly" if via == actor.user_ref else f"as a member of {via}"

@@ -23,7 +23,7 @@ from sqlalchemy import DateTime, String, delete, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pavedroad.core.db import Base, Database
-from pavedroad.core.errors import TooManyRequestsError
+from pavedroad.core.errors import InputError, TooManyRequestsError
 from pavedroad.core.ids import new_id
 from pavedroad.core.timeutil import as_utc, utcnow
 from pavedroad.identity.service import AuthenticationError, IdentityService
@@ -226,6 +226,19 @@ class SessionService:
                 SignInFailureRow(id=new_id(), account=key, source_ip=source_ip, at=utcnow())
             )
         raise AuthenticationError("wrong user name or password")
+
+    def change_password(self, account: str, current: str | None, new: str, source_ip: str) -> None:
+        """Set a password, checking the current one (within the wrong-password limit)
+        when there is one; every session of the account ends."""
+        if self.identity.has_password(account):
+            if not current:
+                raise InputError("enter your current password")
+            try:
+                self.check_password(account, current, source_ip)
+            except AuthenticationError:  # too many wrong ones (429) passes through as it is
+                raise InputError("the current password is wrong") from None
+        self.identity.set_password(account, new)
+        self.end_all(account)
 
     # -- one-time sign-in links ----------------------------------------------------------
 

@@ -60,6 +60,33 @@ def begin_session(request: Request, user_name: str, via: str, next_url: str | No
     return response
 
 
+def form_token(request: Request) -> str:
+    """The CSRF token this page's forms carry. A browser without a session gets a new
+    one, which :func:`keep_form_token` stores in a signed cookie on the response."""
+    token = csrf_token(request)
+    if token is None:
+        token = secrets.token_urlsafe(32)
+        request.state.fresh_form_token = token
+    return token
+
+
+def keep_form_token(request: Request, response: Response) -> Response:
+    """Set the cookie holding the token :func:`form_token` made, if it made one."""
+    fresh = getattr(request.state, "fresh_form_token", None)
+    if fresh:
+        sessions: SessionService = request.app.state.sessions
+        response.set_cookie(
+            PRE_SESSION_COOKIE,
+            sessions.signer.sign(fresh),
+            max_age=PRE_SESSION_MAX_AGE,
+            httponly=True,
+            samesite="lax",
+            secure=secure_cookies(request.app.state.settings),
+            path="/",
+        )
+    return response
+
+
 def sign_in_page(
     request: Request,
     *,
@@ -70,17 +97,13 @@ def sign_in_page(
     link: str | None = None,
 ) -> Response:
     """The sign-in page, with a CSRF token the browser keeps in a signed cookie."""
-    token = csrf_token(request)
-    fresh = token is None
-    if token is None:
-        token = secrets.token_urlsafe(32)
     settings = request.app.state.settings
     response = render(
         request,
         "portal/sign_in.html",
         {
             "title": "Sign in",
-            "csrf_token": token,
+            "csrf_token": form_token(request),
             "next": safe_next(next_url),
             "error": error,
             "username": username,
@@ -89,20 +112,9 @@ def sign_in_page(
         },
         status_code=status_code,
     )
-    if fresh:
-        sessions: SessionService = request.app.state.sessions
-        response.set_cookie(
-            PRE_SESSION_COOKIE,
-            sessions.signer.sign(token),
-            max_age=PRE_SESSION_MAX_AGE,
-            httponly=True,
-            samesite="lax",
-            secure=secure_cookies(request.app.state.settings),
-            path="/",
-        )
     if isinstance(error, str) and status_code == 429:
         response.headers["Retry-After"] = str(getattr(request.state, "retry_after", 60))
-    return response
+    return keep_form_token(request, response)
 
 
 @router.get("/sign-in")

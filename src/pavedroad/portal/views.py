@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pavedroad.catalog import portal_data
 from pavedroad.catalog import views as catalog_views
 from pavedroad.catalog.service import CatalogService
+from pavedroad.identity import views as identity_views
 from pavedroad.portal.templating import render, templates
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -26,6 +27,7 @@ PRECOMPILED = (
     "catalog/list.html",
     "catalog/entity.html",
     "catalog/locations.html",
+    *identity_views.PAGES,
 )
 
 # Paths whose errors stay machine-readable whatever the client accepts.
@@ -35,6 +37,7 @@ _API_PREFIXES = ("/api/", "/healthz", "/metrics", "/static/")
 def mount_portal(app: FastAPI) -> None:
     """Add the portal's pages, its static files and its browser-facing 404 page."""
     app.include_router(catalog_views.router)
+    app.include_router(identity_views.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -56,4 +56,39 @@
   }
 
   document.querySelectorAll("[data-tabs]").forEach(setupTabs);
+
+  // Copy buttons: data-copy names the element whose text to copy (a new token's
+  // secret). Without the clipboard (or this file) the text is there to select.
+  function selectText(element) {
+    var range = document.createRange();
+    range.selectNodeContents(element);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  function setupCopy(button) {
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    if (!source) return;
+    var label = button.textContent;
+    function done(text) {
+      button.textContent = text;
+      setTimeout(function () { button.textContent = label; }, 2000);
+    }
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      var text = source.textContent.trim();
+      if (!navigator.clipboard || !navigator.clipboard.writeText) {
+        selectText(source);
+        done("Press Ctrl+C");
+        return;
+      }
+      navigator.clipboard.writeText(text).then(
+        function () { done("Copied"); },
+        function () { selectText(source); done("Press Ctrl+C"); }
+      );
+    });
+  }
+
+  document.querySelectorAll("[data-copy]").forEach(setupCopy);
 })();
