@@ -72,14 +72,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
 
 
 @contextmanager
-def running_server(home: Path, env: dict[str, str]) -> Iterator[str]:
-    """``pave server`` in a subprocess on a free port; yields its URL."""
+def running_server(
+    home: Path, env: dict[str, str], command: tuple[str, ...] = ("server",)
+) -> Iterator[str]:
+    """``pave server`` (or another serving command, e.g. ``("up", "--demo")``) in a
+    subprocess on a free port; yields its URL. Its output goes to ``home/server.log``."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = (home / "server.log").open("w")
     process = subprocess.Popen(
-        [str(PAVE), "server", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
+        [str(PAVE), *command, "--host", "127.0.0.1", "--port", str(port)],
+        env=env | {"PYTHONUNBUFFERED": "1"},
         cwd=home,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from pavedroad.core import audit
 from pavedroad.identity.models import AccountRow
 from pavedroad.identity.policy import Role
 from pavedroad.identity.service import IdentityService
@@ -47,6 +48,7 @@ def ensure_first_admin(
         )
     if not admins:
         identity.create_account(FIRST_ADMIN, Role.admin, password)
+        _record(identity, "identity.user.create", FIRST_ADMIN)
         if password:
             return None
         first = FIRST_ADMIN
@@ -71,11 +73,27 @@ def ensure_demo_accounts(
         password = secrets.token_urlsafe(9)
         if name in existing:
             identity.set_password(name, password)
+            _record(identity, "identity.password.change", name)
         else:
             identity.create_account(name, role, password)
+            _record(identity, "identity.user.create", name)
         known[name] = DemoAccount(name, role.value, password)
     _write_demo_accounts(path, known)
     return [known[name] for name in users]
+
+
+def _record(identity: IdentityService, action: str, account: str) -> None:
+    audit.record(
+        identity.db,
+        audit.AuditEvent(
+            actor="system:first-start",
+            action=action,
+            target=f"user:{account}",
+            outcome="success",
+            status=200,
+            source_ip="local",
+        ),
+    )
 
 
 def _read_demo_accounts(path: Path) -> dict[str, DemoAccount]:
