@@ -312,7 +312,8 @@ def test_a_tampered_state_is_refused(portal: TestClient) -> None:
     location = at_provider(start(portal))
     parts = urlsplit(location)
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-    query["state"] = query["state"][:-2] + "xx"
+    state = query["state"]
+    query["state"] = state[:-1] + ("A" if state[-1] != "A" else "B")  # always a change
     response = portal.get(f"{parts.path}?{urlencode(query)}", follow_redirects=False)
     assert_refused(portal, response, 401, "(state mismatch)")
 
