@@ -28,6 +28,9 @@ from pavedroad.identity import web as identity_web
 from pavedroad.identity.http import AuthenticationMiddleware
 from pavedroad.identity.service import IdentityService
 from pavedroad.identity.sessions import SessionService
+from pavedroad.secrets import api as secrets_api
+from pavedroad.secrets.backend import backend_for
+from pavedroad.secrets.service import SecretStore
 from pavedroad.settings import Settings
 
 log = logging.getLogger("pavedroad")
@@ -44,7 +47,8 @@ def create_app(
     db.migrate()
     catalog = CatalogService(db, settings)
     catalog.ensure_configured_locations()
-    runner = BackgroundRunner(background_reconcilers(catalog)) if background else None
+    secrets = SecretStore(db, settings, backend_for(settings))
+    runner = BackgroundRunner(background_reconcilers(catalog, secrets)) if background else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +69,7 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.catalog = catalog
+    app.state.secrets = secrets
     app.state.identity = IdentityService(db)
     app.state.sessions = SessionService(db, settings, app.state.identity)
     app.add_middleware(
@@ -86,6 +91,7 @@ def create_app(
     app.include_router(identity_device.router)
     app.include_router(oidc.router)
     app.include_router(audit_api.router)
+    app.include_router(secrets_api.router)
     _add_operational_routes(app, catalog)
     from pavedroad.portal.views import mount_portal
 
@@ -94,8 +100,11 @@ def create_app(
     return app
 
 
-def background_reconcilers(catalog: CatalogService) -> list[Reconciler]:
-    return [Reconciler("catalog-refresh", catalog.refresh_due, interval_seconds=2.0)]
+def background_reconcilers(catalog: CatalogService, secrets: SecretStore) -> list[Reconciler]:
+    return [
+        Reconciler("catalog-refresh", catalog.refresh_due, interval_seconds=2.0),
+        Reconciler("secret-rotation", secrets.rotate_due, interval_seconds=30.0),
+    ]
 
 
 def _add_operational_routes(app: FastAPI, catalog: CatalogService) -> None:

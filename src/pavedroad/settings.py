@@ -78,6 +78,11 @@ class AuthSettings(BaseModel):
     oidc: OidcSettings | None = None
 
 
+class SecretsSettings(BaseModel):
+    backend: str = "database"  # where sealed values are kept; plugins add others
+    versions_kept: int = Field(default=10, ge=1, le=1000)  # older versions are purged
+
+
 class YamlLimits(BaseModel):
     max_bytes: int = Field(default=1024 * 1024, ge=1)
     max_depth: int = Field(default=64, ge=2)
@@ -102,6 +107,11 @@ class Settings(BaseSettings):
     token: str | None = None  # the CLI's personal access token (PAVEDROAD_TOKEN)
     # The first admin's password on first start (else `pave up` prints a sign-in link).
     admin_password: SecretStr | None = None
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    # Seals every secret's data key (base64 of 32 bytes); unset: $PAVEDROAD_HOME/master.key.
+    master_key: SecretStr | None = None
+    # Keys that were current before a rotation, while servers still hold data keys by them.
+    previous_master_keys: list[SecretStr] = Field(default_factory=list)
     # Where `pave login` keeps the CLI's credentials (mode 0600).
     config_dir: Path = Field(default_factory=lambda: _user_config_dir() / "pavedroad")
     workers: int = Field(default=2, ge=1)

@@ -92,13 +92,16 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     from pavedroad.catalog.service import CatalogService
     from pavedroad.core.background import BackgroundRunner
     from pavedroad.core.db import database_for
+    from pavedroad.secrets.backend import backend_for
+    from pavedroad.secrets.service import SecretStore
 
     settings = load_settings()
     _configure_logging(settings)
     settings.ensure_home()
     db = database_for(settings)
     db.migrate()
-    runner = BackgroundRunner(background_reconcilers(CatalogService(db, settings)))
+    secrets = SecretStore(db, settings, backend_for(settings))
+    runner = BackgroundRunner(background_reconcilers(CatalogService(db, settings), secrets))
     if once:
         runner.run_once()
         return
@@ -138,7 +141,8 @@ def _serve(settings: Settings, background: bool, demo: bool, first_start: bool =
     typer.echo(f"  API docs  {settings.public_url}/api/docs")
     if first_start:
         _first_start(app, settings, demo_users)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # uvicorn's loggers propagate to the root logger, whose output is masked.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", log_config=None)
 
 
 def _first_start(app: object, settings: Settings, demo_users: list[str]) -> None:
@@ -193,6 +197,9 @@ def _configure_logging(settings: Settings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from pavedroad.secrets.masking import install_log_masking, process_masker
+
+    install_log_masking(process_masker())  # no secret the process handles is ever logged
 
 
 def _redact(url: str) -> str:

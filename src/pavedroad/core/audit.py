@@ -57,12 +57,27 @@ class AuditEvent:
 
 
 def record(db: Database, event: AuditEvent) -> None:
+    values = {
+        key: _printable(value) if isinstance(value, str) else value
+        for key, value in event.__dict__.items()
+    }
     with db.session() as session:
-        session.add(AuditEventRow(id=new_id(), at=utcnow(), **event.__dict__))
+        session.add(AuditEventRow(id=new_id(), at=utcnow(), **values))
+
+
+def _printable(text: str) -> str:
+    """Control characters (a newline in a hostile name) are escaped, so one event is
+    one line in every export and viewer."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+DENIED = (401, 403, 429)  # 429: refused for too many wrong passwords
 
 
 def outcome_of(status: int) -> str:
-    if status in (401, 403, 429):  # 429: refused for too many wrong passwords
+    if status in DENIED:
         return "denied"
     return "success" if status < 400 else "failure"
 
@@ -123,7 +138,8 @@ def as_json_lines(events: list[dict[str, Any]]) -> Iterator[str]:
 
 
 class AuditMiddleware(BaseHTTPMiddleware):
-    """Records every request to a named (mutating) route once it has been answered."""
+    """Records every request to a named (mutating) route once it has been answered, and
+    every refusal (401, 403, 429) of any request, reads included."""
 
     def __init__(self, app: Any, db: Database) -> None:
         super().__init__(app)
@@ -133,7 +149,11 @@ class AuditMiddleware(BaseHTTPMiddleware):
         response = await call_next(request)
         route = request.scope.get("route")
         action = getattr(route, "name", "") or ""
-        if request.method in MUTATING and "." in action:
+        named_change = request.method in MUTATING and "." in action
+        refused = response.status_code in DENIED and not getattr(
+            request.state, "refusal_recorded", False
+        )
+        if named_change or refused:
             params = request.scope.get("path_params") or {}
             target = (
                 getattr(request.state, "audit_target", None)
@@ -142,7 +162,7 @@ class AuditMiddleware(BaseHTTPMiddleware):
             )
             event = AuditEvent(
                 actor=getattr(request.state, "actor_name", None) or "anonymous",
-                action=action,
+                action=action if "." in action else f"{request.method} {request.url.path}"[:100],
                 target=target[:2000],
                 outcome=outcome_of(response.status_code),
                 status=response.status_code,

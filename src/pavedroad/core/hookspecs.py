@@ -49,3 +49,15 @@ def pavedroad_authorize(decision: Any, actor: Any, permission: Any, entity_ref: 
 @hookspec
 def pavedroad_startup(app: Any, settings: Settings) -> None:
     """Called once the web app is built; register extra routes or background work."""
+
+
+@hookspec
+def pavedroad_secret_backends(settings: Settings) -> list[Any]:  # type: ignore[empty-body]
+    """Places that keep sealed secret values (``SecretBackend``); ``secrets.backend`` in
+    the settings names the one to use (the built-in ``database`` by default)."""
+
+
+@hookspec
+def pavedroad_event(event: Any) -> None:
+    """Called in the emitting process after a platform event (``core.events.Event``,
+    e.g. ``SecretRotated``) is recorded; later layers react to the ones they care about."""

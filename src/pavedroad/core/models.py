@@ -4,6 +4,8 @@
 def import_all_models() -> None:
     import pavedroad.catalog.models
     import pavedroad.core.audit
+    import pavedroad.core.events
     import pavedroad.identity.device
     import pavedroad.identity.models
-    import pavedroad.identity.sessions  # noqa: F401
+    import pavedroad.identity.sessions
+    import pavedroad.secrets.models  # noqa: F401

@@ -10,7 +10,7 @@ from pavedroad.core import hookspecs
 
 ENTRY_POINT_GROUP = "pavedroad.plugins"
 
-BUILTIN_PLUGINS = ("pavedroad.catalog.builtin",)
+BUILTIN_PLUGINS = ("pavedroad.catalog.builtin", "pavedroad.secrets.builtin")
 
 
 @lru_cache(maxsize=1)

@@ -121,6 +121,7 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
                 )
         except ProblemError as exc:
             self._record_refusal(request, exc)
+            state.refusal_recorded = True  # the audit middleware need not record it again
             if _wants_page(request):
                 from pavedroad.portal.views import error_page
 

@@ -55,11 +55,20 @@ def register_permission(name: str, scope: Scope, description: str) -> Permission
     return permission
 
 
+def _load_layers() -> None:
+    """Every layer's plugin registers its permissions when it loads."""
+    from pavedroad.core.plugins import plugin_manager
+
+    plugin_manager()
+
+
 def permissions() -> list[Permission]:
+    _load_layers()
     return sorted(_PERMISSIONS.values(), key=lambda p: p.name)
 
 
 def permission(name: str) -> Permission:
+    _load_layers()
     try:
         return _PERMISSIONS[name]
     except KeyError:
