@@ -12,6 +12,7 @@ from pavedroad import __version__
 from pavedroad.catalog.cli import catalog_app
 from pavedroad.cli.output import fail
 from pavedroad.identity.cli import can, login, logout, token_app, user_app, whoami
+from pavedroad.secrets.cli import secret_app
 from pavedroad.settings import Settings
 
 app = typer.Typer(
@@ -23,6 +24,10 @@ app = typer.Typer(
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+app.add_typer(secret_app, name="secret")
+app.add_typer(
+    secret_app, name="secrets", hidden=True
+)  # `pave secrets rotate-master-key` reads well
 app.command("can")(can)
 app.command("login")(login)
 app.command("logout")(logout)
