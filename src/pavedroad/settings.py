@@ -142,7 +142,9 @@ class Settings(BaseSettings):
         return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def ensure_home(self) -> Path:
-        self.home.mkdir(parents=True, exist_ok=True)
+        """The home folder; created readable by its owner only (it holds the database,
+        the master key and the session key)."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self.home
 
 
