@@ -135,7 +135,11 @@ def get_secret(service: Store, scope: Scope, name: str) -> dict[str, Any]:
     return service.metadata(scope, name)
 
 
-@router.get("/{name}/value", summary="Read the value (recorded in the audit log)")
+@router.get(
+    "/{name}/value",
+    name="secret.read",  # a refusal is recorded under this name; a read by the store
+    summary="Read the value (recorded in the audit log)",
+)
 def reveal_secret(
     request: Request,
     service: Store,
@@ -143,6 +147,7 @@ def reveal_secret(
     name: str,
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
+    request.state.audit_target = f"{scope.label}/{name}"[:2000]
     allow(request, scope, reading=True)
     event = audit.AuditEvent(
         actor=actor_name(request),
