@@ -16,6 +16,7 @@ from pavedroad.catalog import views as catalog_views
 from pavedroad.catalog.service import CatalogService
 from pavedroad.identity import views as identity_views
 from pavedroad.portal.templating import render, templates
+from pavedroad.secrets import views as secrets_views
 
 STATIC_DIR = Path(__file__).parent / "static"
 RECENT_LIMIT = 8
@@ -28,6 +29,7 @@ PRECOMPILED = (
     "catalog/entity.html",
     "catalog/locations.html",
     *identity_views.PAGES,
+    *secrets_views.PAGES,
 )
 
 # Paths whose errors stay machine-readable whatever the client accepts.
@@ -38,6 +40,7 @@ def mount_portal(app: FastAPI) -> None:
     """Add the portal's pages, its static files and its browser-facing 404 page."""
     app.include_router(catalog_views.router)
     app.include_router(identity_views.router)
+    app.include_router(secrets_views.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

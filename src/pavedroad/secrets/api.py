@@ -82,6 +82,20 @@ def actor_name(request: Request) -> str:
     return getattr(request.state, "actor_name", None) or "anonymous"
 
 
+def read_event(request: Request) -> audit.AuditEvent:
+    """The ``secret.read`` event the store records before it returns a value (the
+    store fills in the target)."""
+    return audit.AuditEvent(
+        actor=actor_name(request),
+        action="secret.read",
+        target="",
+        outcome="success",
+        status=200,
+        source_ip=client_ip(request),
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
 def _changing(request: Request, scope: SecretScope, name: str) -> Write:
     request.state.audit_target = f"{scope.label}/{name}"[:2000]
     allow(request, scope, reading=False)
@@ -149,16 +163,7 @@ def reveal_secret(
 ) -> dict[str, Any]:
     request.state.audit_target = f"{scope.label}/{name}"[:2000]
     allow(request, scope, reading=True)
-    event = audit.AuditEvent(
-        actor=actor_name(request),
-        action="secret.read",
-        target="",
-        outcome="success",
-        status=200,
-        source_ip=client_ip(request),
-        request_id=getattr(request.state, "request_id", None),
-    )
-    value, meta = service.reveal(scope, name, version, event)
+    value, meta = service.reveal(scope, name, version, read_event(request))
     return {**meta, "version": version or meta["version"], "value": value}
 
 
