@@ -14,8 +14,16 @@ from typing import Any, Protocol
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from pavedroad.secrets.crypto import MasterKeyError
+from pavedroad.core.errors import ProblemError
 from pavedroad.secrets.models import SecretValueRow
+
+
+class BackendError(ProblemError):
+    """The configured backend is not installed: the platform does not start."""
+
+    status = 500
+    title = "Secret backend problem"
+    type_slug = "secret-backend"
 
 
 class SecretBackend(Protocol):
@@ -55,7 +63,7 @@ def backend_for(settings: Any) -> SecretBackend:
             offered.setdefault(backend.name, backend)
     wanted = settings.secrets.backend
     if wanted not in offered:
-        raise MasterKeyError(
+        raise BackendError(
             f"secrets.backend is {wanted!r}, but the installed plugins offer only "
             f"{', '.join(sorted(offered))}"
         )

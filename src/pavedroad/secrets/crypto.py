@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pavedroad.core.errors import ProblemError
+from pavedroad.core.errors import InputError, ProblemError
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -93,7 +93,7 @@ def seal(key: bytes, plaintext: bytes, context: bytes) -> Sealed:
 def unseal(key: bytes, sealed: Sealed, context: bytes, what: str) -> bytes:
     try:
         return AESGCM(key).decrypt(sealed.nonce, sealed.ciphertext, context)
-    except InvalidTag:
+    except (InvalidTag, ValueError):  # ValueError: cut short, no whole nonce left
         raise TamperedError(
             f"{what} failed its integrity check: the stored ciphertext was changed or "
             "belongs elsewhere; restore it from a backup or set a new value"
@@ -116,6 +116,7 @@ class KeyRing:
         self.previous = previous
         self._lock = threading.Lock()
         self.current, self._keys = self._load(create=create)
+        self._stamp = _stamp(home / MASTER_KEY_FILE)
 
     @property
     def from_environment(self) -> bool:
@@ -159,6 +160,7 @@ class KeyRing:
         if key is None:
             with self._lock:
                 self.current, self._keys = self._load(create=False)
+                self._stamp = _stamp(self.home / MASTER_KEY_FILE)
             key = self._keys.get(key_id)
         if key is None:
             raise MasterKeyError(
@@ -174,24 +176,46 @@ class KeyRing:
         and running servers find the new one when they meet its id. With the key in
         ``PAVEDROAD_MASTER_KEY`` the change is this process's only: the operator then
         sets the new key there and the old one in ``PAVEDROAD_PREVIOUS_MASTER_KEYS``."""
+        self.refresh()
+        if new.id == self.current.id:
+            raise InputError(f"the master key {new.id} is already the current one")
         if self.from_environment:
             with self._lock:
                 self._keys[new.id] = new
                 self.current = new
             return
-        keep = self.home / OLD_KEYS_DIR / f"{self.current.id}.key"
-        if not keep.exists():
-            write_key_file(keep, self.current)
-        write_key_file(self.home / OLD_KEYS_DIR / f"{new.id}.key", new)
+        for key in (self.current, new):  # an earlier key may come back: keep, not rewrite
+            kept = self.home / OLD_KEYS_DIR / f"{key.id}.key"
+            if not kept.exists():
+                write_key_file(kept, key)
         replace_key_file(self.home / MASTER_KEY_FILE, new)
-        with self._lock:
-            self.current, self._keys = self._load(create=False)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the key file again if it changed (another process rotated the key), so
+        nothing new is sealed with a key that is being retired."""
+        if self.from_environment:
+            return
+        stamp = _stamp(self.home / MASTER_KEY_FILE)
+        if stamp != self._stamp:
+            with self._lock:
+                self.current, self._keys = self._load(create=False)
+                self._stamp = stamp
 
     def wrap(self, data_key: bytes, context: bytes) -> tuple[str, Sealed]:
+        self.refresh()
         return self.current.id, seal(self.current.key, data_key, context)
 
     def unwrap(self, key_id: str, sealed: Sealed, context: bytes, what: str) -> bytes:
         return unseal(self.get(key_id).key, sealed, context, what)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_mtime_ns, status.st_ino
 
 
 def write_key_file(path: Path, key: MasterKey) -> None:

@@ -22,7 +22,7 @@ NAME_RULE = "a letter, then up to 99 letters, digits, '_', '.' or '-'"
 def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name):
         shown = name.encode("unicode_escape").decode()[:120]
-        raise InputError(f"{shown!r} is not a valid secret name: use {NAME_RULE}")
+        raise InputError(f"'{shown}' is not a valid secret name: use {NAME_RULE}")
     return name
 
 
@@ -37,7 +37,7 @@ class SecretScope:
         env = (environment or "").strip().lower()
         if env and not is_valid_object_name(env):
             shown = env.encode("unicode_escape").decode()[:80]
-            raise InputError(f"{shown!r} is not a valid environment name")
+            raise InputError(f"'{shown}' is not a valid environment name")
         return cls(entity_ref, env)
 
     @property

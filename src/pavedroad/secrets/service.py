@@ -140,7 +140,7 @@ class SecretStore:
     def delete(self, scope: SecretScope, name: str) -> dict[str, Any]:
         """Soft delete: hidden and unreadable until restored; versions are kept."""
         with self.db.session() as session:
-            row = self._row(scope, name, session)
+            row = self._row(scope, name, session, deleted=None)
             if row.deleted_at is None:
                 row.deleted_at = utcnow()
             return _meta(row)
@@ -163,7 +163,10 @@ class SecretStore:
         keep_policy: bool = False,
     ) -> dict[str, Any]:
         check_name(name)
-        plaintext = value.encode()
+        try:
+            plaintext = value.encode()
+        except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape
+            raise InputError("a secret value must be valid Unicode text") from None
         if len(plaintext) > MAX_VALUE_BYTES:
             raise PayloadTooLargeError(
                 f"a secret value may be at most {MAX_VALUE_BYTES} bytes; this one is "
@@ -299,9 +302,10 @@ class SecretStore:
         if the audit event cannot be written, nothing is returned."""
         row = self._row(scope, name)
         wanted = version or row.current_version
+        value = self._value(row, wanted)  # a failed integrity check is not a read
         record.target = f"{scope.label}/{name} version {wanted}"
         audit.record(self.db, record)
-        return self._value(row, wanted), _meta(row)
+        return value, _meta(row)
 
     def _value(self, row: SecretRow, version: int) -> str:
         with self.db.read_session() as session:
