@@ -21,6 +21,9 @@ from pavedroad.core.background import BackgroundRunner, Reconciler
 from pavedroad.core.db import Database, database_for
 from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install_error_handlers
 from pavedroad.core.plugins import plugin_manager
+from pavedroad.git import api as git_api
+from pavedroad.git import http as git_http
+from pavedroad.git.service import GitService
 from pavedroad.identity import api as identity_api
 from pavedroad.identity import device as identity_device
 from pavedroad.identity import oidc
@@ -48,7 +51,10 @@ def create_app(
     catalog = CatalogService(db, settings)
     catalog.ensure_configured_locations()
     secrets = SecretStore(db, settings, backend_for(settings))
-    runner = BackgroundRunner(background_reconcilers(catalog, secrets)) if background else None
+    git_service = GitService(db, settings)
+    git_service.import_spool()  # pushes made while the platform was down
+    reconcilers = background_reconcilers(catalog, secrets, git_service)
+    runner = BackgroundRunner(reconcilers) if background else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,6 +76,7 @@ def create_app(
     app.state.db = db
     app.state.catalog = catalog
     app.state.secrets = secrets
+    app.state.git = git_service
     app.state.identity = IdentityService(db)
     app.state.sessions = SessionService(db, settings, app.state.identity)
     app.add_middleware(
@@ -81,7 +88,9 @@ def create_app(
     )
     app.add_middleware(AuditMiddleware, db=db)
     # Outside authentication: the CSRF check may read a form, never an oversized one.
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_body_bytes=settings.max_request_bytes, streamed=("/git/",)
+    )
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(catalog_api.router)
@@ -92,6 +101,8 @@ def create_app(
     app.include_router(oidc.router)
     app.include_router(audit_api.router)
     app.include_router(secrets_api.router)
+    app.include_router(git_api.router)
+    app.include_router(git_http.router)
     _add_operational_routes(app, catalog)
     from pavedroad.portal.views import mount_portal
 
@@ -100,10 +111,13 @@ def create_app(
     return app
 
 
-def background_reconcilers(catalog: CatalogService, secrets: SecretStore) -> list[Reconciler]:
+def background_reconcilers(
+    catalog: CatalogService, secrets: SecretStore, git_service: GitService
+) -> list[Reconciler]:
     return [
         Reconciler("catalog-refresh", catalog.refresh_due, interval_seconds=2.0),
         Reconciler("secret-rotation", secrets.rotate_due, interval_seconds=30.0),
+        Reconciler("git-push-spool", git_service.import_spool, interval_seconds=2.0),
     ]
 
 

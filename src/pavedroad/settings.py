@@ -83,6 +83,10 @@ class SecretsSettings(BaseModel):
     versions_kept: int = Field(default=10, ge=1, le=1000)  # older versions are purged
 
 
+class GitSettings(BaseModel):
+    max_push_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)  # one push over HTTP
+
+
 class YamlLimits(BaseModel):
     max_bytes: int = Field(default=1024 * 1024, ge=1)
     max_depth: int = Field(default=64, ge=2)
@@ -108,6 +112,7 @@ class Settings(BaseSettings):
     # The first admin's password on first start (else `pave up` prints a sign-in link).
     admin_password: SecretStr | None = None
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    git: GitSettings = Field(default_factory=GitSettings)
     # Seals every secret's data key (base64 of 32 bytes); unset: $PAVEDROAD_HOME/master.key.
     master_key: SecretStr | None = None
     # Keys that were current before a rotation, while servers still hold data keys by them.

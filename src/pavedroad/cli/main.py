@@ -11,6 +11,7 @@ import typer
 from pavedroad import __version__
 from pavedroad.catalog.cli import catalog_app
 from pavedroad.cli.output import fail
+from pavedroad.git.cli import repo_app
 from pavedroad.identity.cli import can, login, logout, token_app, user_app, whoami
 from pavedroad.secrets.cli import secret_app
 from pavedroad.settings import Settings
@@ -25,6 +26,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(secret_app, name="secret")
+app.add_typer(repo_app, name="repo")
 app.add_typer(
     secret_app, name="secrets", hidden=True
 )  # `pave secrets rotate-master-key` reads well
@@ -97,6 +99,7 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     from pavedroad.catalog.service import CatalogService
     from pavedroad.core.background import BackgroundRunner
     from pavedroad.core.db import database_for
+    from pavedroad.git.service import GitService
     from pavedroad.secrets.backend import backend_for
     from pavedroad.secrets.service import SecretStore
 
@@ -106,7 +109,10 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     db = database_for(settings)
     db.migrate()
     secrets = SecretStore(db, settings, backend_for(settings))
-    runner = BackgroundRunner(background_reconcilers(CatalogService(db, settings), secrets))
+    git_service = GitService(db, settings)
+    runner = BackgroundRunner(
+        background_reconcilers(CatalogService(db, settings), secrets, git_service)
+    )
     if once:
         runner.run_once()
         return

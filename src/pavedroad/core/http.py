@@ -83,12 +83,19 @@ class BodySizeLimit:
     the body is read up to the limit before the app sees it (a chunked upload is
     counted as it arrives and refused at the limit)."""
 
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, max_body_bytes: int, streamed: tuple[str, ...] = ()) -> None:
+        """``streamed``: path prefixes whose routes stream bodies and limit them
+        themselves (git pushes)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or scope["path"].startswith(self.streamed)
+        ):
             await self.app(scope, receive, send)
             return
         messages = []

@@ -5,6 +5,7 @@ def import_all_models() -> None:
     import pavedroad.catalog.models
     import pavedroad.core.audit
     import pavedroad.core.events
+    import pavedroad.git.models
     import pavedroad.identity.device
     import pavedroad.identity.models
     import pavedroad.identity.sessions

@@ -10,7 +10,11 @@ from pavedroad.core import hookspecs
 
 ENTRY_POINT_GROUP = "pavedroad.plugins"
 
-BUILTIN_PLUGINS = ("pavedroad.catalog.builtin", "pavedroad.secrets.builtin")
+BUILTIN_PLUGINS = (
+    "pavedroad.catalog.builtin",
+    "pavedroad.secrets.builtin",
+    "pavedroad.git.builtin",
+)
 
 
 @lru_cache(maxsize=1)

@@ -45,7 +45,8 @@ OPEN_PATHS = frozenset(
         "/api/v1/identity/device/token",
     }
 )
-OPEN_PREFIXES = ("/static/", "/sign-in/")
+# /git/ answers git clients itself (401 with a Basic challenge; push permissions).
+OPEN_PREFIXES = ("/static/", "/sign-in/", "/git/")
 ANONYMOUS_READ_PREFIXES = ("/api/catalog/", "/api/v1/catalog/", "/catalog")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -85,7 +86,9 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
             header = request.headers.get("authorization", "")
             if header:
                 scheme, _, token = header.partition(" ")
-                if scheme.lower() != "bearer" or not token.strip():
+                if scheme.lower() == "basic" and request.url.path.startswith("/git/"):
+                    token = _basic_password(token)  # git sends the token as a password
+                elif scheme.lower() != "bearer" or not token.strip():
                     raise AuthenticationError("use an Authorization: Bearer <token> header")
                 state.actor, state.scopes = self.identity.authenticate(token.strip())
                 if request.method in UNSAFE_METHODS and not state.scopes & {"write", "admin"}:
@@ -189,6 +192,17 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
                 request_id=getattr(request.state, "request_id", None),
             ),
         )
+
+
+def _basic_password(credentials: str) -> str:
+    import base64
+    import binascii
+
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthenticationError("the Basic credentials are not valid base64") from None
+    return decoded.partition(":")[2]
 
 
 def pre_session_token(request: Request) -> str | None:

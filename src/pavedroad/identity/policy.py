@@ -200,10 +200,26 @@ def _decide(
         else []
     )
     mine = [o for o in owners if o == actor.user_ref or o in groups]
+    if entity_ref == actor.user_ref or entity_ref in groups:
+        mine.append(entity_ref)  # a user owns their own User; members own their group
     if mine:
         via = mine[0]
-        how = "directly" if via == actor.user_ref else f"as a member of {via}"
+        how = (
+            "directly"
+            if via == actor.user_ref
+            else f"as a member of {via}"
+            if via != entity_ref
+            else "as a member"
+        )
         return result(True, f"{actor.name} owns {entity_ref} {how}", owners, groups)
+    if entity_ref.startswith("group:") and not owners:
+        return result(
+            False,
+            f"{wanted.name} needs membership of {entity_ref}; {actor.name} is not a member "
+            "of it or of a team within it",
+            owners,
+            groups,
+        )
     owned_by = ", ".join(owners) or "nobody"
     return result(
         False,
