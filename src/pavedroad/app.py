@@ -23,6 +23,7 @@ from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install
 from pavedroad.core.plugins import plugin_manager
 from pavedroad.git import api as git_api
 from pavedroad.git import http as git_http
+from pavedroad.git import webhooks as git_webhooks
 from pavedroad.git.service import GitService
 from pavedroad.identity import api as identity_api
 from pavedroad.identity import device as identity_device
@@ -89,7 +90,9 @@ def create_app(
     app.add_middleware(AuditMiddleware, db=db)
     # Outside authentication: the CSRF check may read a form, never an oversized one.
     app.add_middleware(
-        BodySizeLimit, max_body_bytes=settings.max_request_bytes, streamed=("/git/",)
+        BodySizeLimit,
+        max_body_bytes=settings.max_request_bytes,
+        streamed=("/git/", "/api/v1/git/webhooks/"),  # these limit their own bodies
     )
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
@@ -102,6 +105,7 @@ def create_app(
     app.include_router(audit_api.router)
     app.include_router(secrets_api.router)
     app.include_router(git_api.router)
+    app.include_router(git_webhooks.router)
     app.include_router(git_http.router)
     _add_operational_routes(app, catalog)
     from pavedroad.portal.views import mount_portal

@@ -85,6 +85,10 @@ class SecretsSettings(BaseModel):
 
 class GitSettings(BaseModel):
     max_push_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)  # one push over HTTP
+    # Shared secrets of the inbound webhooks (docs/git.md); unset, the endpoint answers 404.
+    github_webhook_secret: SecretStr | None = None
+    gitlab_webhook_token: SecretStr | None = None
+    webhook_max_bytes: int = Field(default=1024 * 1024, ge=1024)  # one webhook delivery
 
 
 class YamlLimits(BaseModel):

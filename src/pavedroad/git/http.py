@@ -9,9 +9,10 @@ password. Cloning follows the read policy (any signed-in user); pushing needs th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import tempfile
 from collections.abc import AsyncIterator
+from typing import IO
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -54,11 +55,18 @@ async def smart_http(request: Request, owner: str, repo: str, rest: str) -> Resp
         except ProblemError as exc:
             return PlainTextResponse(exc.detail + "\n", status_code=exc.status)
     settings = request.app.state.settings
+    limit = settings.git.max_push_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return PlainTextResponse(
+            f"this push is {declared} bytes; the limit is {limit} (git.max_push_bytes)\n",
+            status_code=413,
+        )
     environment = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "GIT_PROJECT_ROOT": str(service.root),
         "GIT_HTTP_EXPORT_ALL": "1",
-        "GIT_HTTP_MAX_REQUEST_BUFFER": str(settings.git.max_push_bytes),
+        "GIT_HTTP_MAX_REQUEST_BUFFER": str(limit),
         "PATH_INFO": f"/{row.owner}/{row.name}.git/{rest}",
         "REQUEST_METHOD": request.method,
         "QUERY_STRING": request.url.query,
@@ -70,15 +78,23 @@ async def smart_http(request: Request, owner: str, repo: str, rest: str) -> Resp
     }
     if "content-length" in request.headers:
         environment["CONTENT_LENGTH"] = request.headers["content-length"]
-    process = await asyncio.create_subprocess_exec(
-        "git",
-        "http-backend",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environment,
-    )
-    feeding = asyncio.create_task(_feed(request, process, settings.git.max_push_bytes))
+    # The request is read whole (to a temporary file, up to the limit) before the backend
+    # starts, so the answer never races the upload through the middleware stack.
+    with tempfile.TemporaryFile(prefix="pavedroad-git-") as upload:
+        if request.method == "POST" and not await _receive(request, upload, limit):
+            return PlainTextResponse(
+                f"this push is over the limit of {limit} bytes (git.max_push_bytes)\n",
+                status_code=413,
+            )
+        upload.seek(0)
+        process = await asyncio.create_subprocess_exec(
+            "git",
+            "http-backend",
+            stdin=upload if request.method == "POST" else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=environment,
+        )
     assert process.stdout is not None
     status, headers = await _cgi_headers(process.stdout)
 
@@ -87,7 +103,6 @@ async def smart_http(request: Request, owner: str, repo: str, rest: str) -> Resp
             assert process.stdout is not None
             while chunk := await process.stdout.read(CHUNK):
                 yield chunk
-            await feeding
             await process.wait()
         finally:
             if process.returncode is None:
@@ -99,22 +114,16 @@ async def smart_http(request: Request, owner: str, repo: str, rest: str) -> Resp
     return StreamingResponse(body(), status_code=status, headers=headers)
 
 
-async def _feed(request: Request, process: asyncio.subprocess.Process, limit: int) -> None:
-    """Stream the request body to the backend, cut off at ``limit`` bytes."""
-    assert process.stdin is not None
-    sent = 0
-    try:
-        async for chunk in request.stream():
-            sent += len(chunk)
-            if sent > limit:
-                break  # the backend sees a short body and fails the push
-            process.stdin.write(chunk)
-            await process.stdin.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    finally:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            process.stdin.close()
+async def _receive(request: Request, upload: IO[bytes], limit: int) -> bool:
+    """Copy the request body into ``upload``; False (and the rest unread) once it
+    passes ``limit``."""
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            return False
+        await run_in_threadpool(upload.write, chunk)
+    return True
 
 
 async def _cgi_headers(stdout: asyncio.StreamReader) -> tuple[int, dict[str, str]]:

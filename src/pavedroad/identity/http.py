@@ -46,7 +46,11 @@ OPEN_PATHS = frozenset(
     }
 )
 # /git/ answers git clients itself (401 with a Basic challenge; push permissions).
-OPEN_PREFIXES = ("/static/", "/sign-in/", "/git/")
+# Webhooks carry no session: each delivery is authenticated by its own signature
+# (git/webhooks.py), so neither sign-in nor the CSRF token applies to them, form posts
+# (GitHub's default content type) included.
+WEBHOOK_PREFIX = "/api/v1/git/webhooks/"
+OPEN_PREFIXES = ("/static/", "/sign-in/", "/git/", WEBHOOK_PREFIX)
 ANONYMOUS_READ_PREFIXES = ("/api/catalog/", "/api/v1/catalog/", "/catalog")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -101,8 +105,10 @@ class AuthenticationMiddleware(BaseHTTPMiddleware):
                 self._resume_session(request)
                 if state.actor is not None:  # so a refused forgery names whose session it used
                     state.actor_name = state.actor.name
-                if request.method in UNSAFE_METHODS and (
-                    state.web_session is not None or _is_form(request)
+                if (
+                    request.method in UNSAFE_METHODS
+                    and (state.web_session is not None or _is_form(request))
+                    and not request.url.path.startswith(WEBHOOK_PREFIX)
                 ):
                     await self._check_csrf(request, state.web_session)
             if state.actor is not None:
