@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pavedroad.catalog import portal_data
 from pavedroad.catalog import views as catalog_views
 from pavedroad.catalog.service import CatalogService
+from pavedroad.git import views as git_views
 from pavedroad.identity import views as identity_views
 from pavedroad.portal.templating import render, templates
 from pavedroad.secrets import views as secrets_views
@@ -30,6 +31,7 @@ PRECOMPILED = (
     "catalog/locations.html",
     *identity_views.PAGES,
     *secrets_views.PAGES,
+    *git_views.PAGES,
 )
 
 # Paths whose errors stay machine-readable whatever the client accepts.
@@ -41,6 +43,7 @@ def mount_portal(app: FastAPI) -> None:
     app.include_router(catalog_views.router)
     app.include_router(identity_views.router)
     app.include_router(secrets_views.router)
+    app.include_router(git_views.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
