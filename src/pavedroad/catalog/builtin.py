@@ -6,6 +6,7 @@ It registers through the same hooks a pip-installed plugin uses.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import stat
@@ -16,6 +17,7 @@ from urllib.parse import urljoin
 
 from pavedroad.catalog.kinds import KindSchema, builtin_kinds, platform_kinds
 from pavedroad.catalog.processing import (
+    GLOB_CHARS,
     EntityProcessor,
     LocationReader,
     ProcessingContext,
@@ -189,6 +191,11 @@ class FileReader(LocationReader):
             return relative
         return str(contained_path(Path(base_target).parent, relative))
 
+    def expand(self, target: str) -> list[str]:
+        if not GLOB_CHARS & set(target):
+            return [target]
+        return sorted(glob.glob(target, recursive=True))
+
 
 class UrlReader(LocationReader):
     """Reads http(s) URLs under the host allowlist, re-checked on every redirect."""
@@ -211,6 +218,10 @@ class UrlReader(LocationReader):
             if exc.extensions.get("not_found"):
                 raise NotFoundError(exc.detail) from None
             raise
+
+    def check_target(self, target: str) -> None:
+        catalog = self.settings.catalog
+        outbound.check_url(target, catalog.allowed_hosts, catalog.allow_private_network)
 
     def resolve(self, base_target: str, relative: str) -> str:
         return urljoin(base_target, relative)

@@ -121,14 +121,7 @@ class Ingester:
             if not os.path.isabs(target):
                 raise InputError(f"file locations need an absolute path, got {target!r}")
             return os.path.normpath(target)
-        if type_ == "url":
-            from pavedroad.core.outbound import check_url
-
-            check_url(
-                target,
-                self.settings.catalog.allowed_hosts,
-                self.settings.catalog.allow_private_network,
-            )
+        self.readers[type_].check_target(target)
         return target
 
     def add_location(
@@ -645,6 +638,22 @@ class Ingester:
             orphaned += self._orphan(session, rows, now)
             session.execute(delete(SourceRow).where(SourceRow.key == key))
         return orphaned
+
+
+def request_refresh_of_targets_containing(db: Database, type_: str, fragment: str) -> int:
+    """Mark due now every source of location type ``type_`` whose target contains
+    ``fragment`` (literally); returns how many. Unlike :meth:`Ingester.request_refresh`
+    this keeps their content hashes: a source whose bytes did not change is not parsed
+    again. For callers that know which sources changed but hold no Ingester (an event
+    listener: a push to a hosted repository)."""
+    with db.session() as session:
+        statement = (
+            update(SourceRow)
+            .where(SourceRow.key.startswith(f"{type_}:", autoescape=True))
+            .where(SourceRow.key.contains(fragment, autoescape=True))
+            .values(next_refresh_at=utcnow())
+        )
+        return session.execute(statement).rowcount  # type: ignore[attr-defined, no-any-return]
 
 
 def _bump_generation(session: Session) -> None:

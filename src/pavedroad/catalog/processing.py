@@ -24,6 +24,7 @@ from pavedroad.core.errors import InputError
 from pavedroad.settings import Settings
 
 _T = TypeVar("_T")
+GLOB_CHARS = frozenset("*?[")  # a target with one of these is a pattern, for readers that expand
 MAX_REF_LENGTH = 400  # the width of the stored ref columns
 
 
@@ -98,6 +99,16 @@ class LocationReader:
         """The target of a ``$text``/``$json``/``$yaml`` placeholder; readers refuse
         targets a descriptor must not reach (e.g. files outside its folder)."""
         return self.resolve(base_target, relative)
+
+    def check_target(self, target: str) -> None:
+        """Raise a ``ProblemError`` when this target must not be read at all (e.g. a URL
+        off the allowlist); checked at registration and for every target a Location
+        entity lists. The default accepts every target."""
+
+    def expand(self, target: str) -> list[str]:
+        """The targets a pattern in a Location entity stands for (``./*.yaml``); a
+        reader without patterns returns ``[target]``."""
+        return [target]
 
 
 class EntityProvider:

@@ -8,7 +8,6 @@ so a large ingestion can run it in worker processes while the main process write
 from __future__ import annotations
 
 import fnmatch
-import glob
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ from pavedroad.catalog.processing import (
 from pavedroad.catalog.refs import EntityRef, document_ref
 from pavedroad.catalog.search_index import full_text, search_rows
 from pavedroad.core.errors import InputError, NotFoundError, ProblemError
-from pavedroad.core.outbound import check_url
 from pavedroad.core.safeyaml import YamlError, YamlLimits, load_documents
 from pavedroad.settings import Settings
 
@@ -37,7 +35,6 @@ PROVIDER_TYPE = "provider"
 MANAGED_BY = "backstage.io/managed-by-location"
 MANAGED_BY_ORIGIN = "backstage.io/managed-by-origin-location"
 SOURCE_LOCATION = "backstage.io/source-location"
-GLOB_CHARS = set("*?[")
 MAX_SOURCE_KEY = 2048  # the width of the stored source key columns
 
 
@@ -343,14 +340,10 @@ class SourceReader:
                 if child_type == context.location_type
                 else raw_target
             )
-            if child_type == "url":
-                check_url(
-                    target,
-                    self.settings.catalog.allowed_hosts,
-                    self.settings.catalog.allow_private_network,
-                )
-            globbed = child_type == "file" and bool(GLOB_CHARS & set(target))
-            for expanded in self._expand(child_type, target):
+            reader.check_target(target)
+            expansion = reader.expand(target)
+            globbed = expansion != [target]
+            for expanded in expansion:
                 key = f"{child_type}:{expanded}"
                 if globbed and key == task.key:
                     continue  # a glob like ./*.yaml also matches the file that holds it
@@ -363,11 +356,6 @@ class SourceReader:
                     chain = " → ".join([*visible, key])
                     raise InputError(f"Location cycle: {chain}")
                 outcome.children[key] = ChildSource(key, presence, str(EntityRef.of(entity)))
-
-    def _expand(self, type_: str, target: str) -> list[str]:
-        if type_ != "file" or not GLOB_CHARS & set(target):
-            return [target]
-        return sorted(glob.glob(target, recursive=True))
 
 
 def _message(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """Platform events: a durable record of things that happened (``SecretRotated``, ...)
 that other layers react to.
 
-:func:`emit` stores the event, then calls the ``pavedroad_event`` hook in this process.
+:func:`emit` stores the event, then calls the ``pavedroad_event`` hook in this process
+(with the database it was stored in, for listeners that act on it).
 A layer in another process (a worker) reads the stored events after a cursor with
 :func:`since`, so no event is lost when nobody was listening at the time.
 """
@@ -67,7 +68,7 @@ def emit(db: Database, type: str, subject: str, data: dict[str, Any]) -> Event:
     from pavedroad.core.plugins import plugin_manager
 
     try:
-        plugin_manager().hook.pavedroad_event(event=event)
+        plugin_manager().hook.pavedroad_event(event=event, db=db)
     except Exception:  # a listener's bug must not undo what already happened
         log.exception("a pavedroad_event listener failed on %s %s", type, subject)
     return event

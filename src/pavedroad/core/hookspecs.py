@@ -58,6 +58,7 @@ def pavedroad_secret_backends(settings: Settings) -> list[Any]:  # type: ignore[
 
 
 @hookspec
-def pavedroad_event(event: Any) -> None:
+def pavedroad_event(event: Any, db: Any) -> None:
     """Called in the emitting process after a platform event (``core.events.Event``,
-    e.g. ``SecretRotated``) is recorded; later layers react to the ones they care about."""
+    e.g. ``SecretRotated``) is recorded in ``db`` (the ``Database``, for listeners that
+    act on it); later layers react to the ones they care about."""
