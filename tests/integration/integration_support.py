@@ -4,6 +4,7 @@ reading entities and errors back."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 import time
 from collections.abc import Callable
@@ -185,3 +186,30 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: flo
             return True
         time.sleep(interval)
     return predicate()
+
+
+# -- signing in as a browser does -------------------------------------------------------------
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_in(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    found = CSRF_FIELD.search(html)
+    assert found, "no CSRF token in the page's forms"
+    return found.group(1)
+
+
+def sign_in(browser: Any, username: str, password: str, next_url: str | None = None) -> Any:
+    """Post the sign-in form as a browser would (a TestClient or an httpx.Client): the
+    page first, for its CSRF token and cookie. The answer is not followed."""
+    data = {
+        "username": username,
+        "password": password,
+        "csrf_token": csrf_in(browser.get("/sign-in").text),
+    }
+    if next_url is not None:
+        data["next"] = next_url
+    return browser.post(
+        "/sign-in", data=data, headers={"accept": "text/html"}, follow_redirects=False
+    )

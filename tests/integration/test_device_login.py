@@ -9,6 +9,7 @@ import subprocess
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from integration_support import csrf_in, sign_in
 from sqlalchemy import update
 from test_cli import PAVE, cli_env, pave, running_server
 
@@ -18,7 +19,6 @@ from pavedroad.identity.device import DeviceGrantRow
 from pavedroad.identity.policy import Role
 
 PASSWORD = "a long enough password"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -35,21 +35,15 @@ def secured(make_app, make_settings):
     return app
 
 
-def sign_in(client, name: str, password: str = PASSWORD) -> None:
-    page = client.get("/sign-in")
-    token = CSRF.search(page.text).group(1)
-    done = client.post(
-        "/sign-in",
-        data={"username": name, "password": password, "csrf_token": token},
-        follow_redirects=False,
-    )
+def signed_in(client, name: str, password: str = PASSWORD) -> None:
+    done = sign_in(client, name, password)
     assert done.status_code == 303, done.text
 
 
 def decide(client, code: str, decision: str) -> httpx.Response:
     page = client.get("/device", params={"code": code})
     assert page.status_code == 200
-    token = CSRF.search(page.text).group(1)
+    token = csrf_in(page.text)
     return client.post("/device", data={"code": code, "decision": decision, "csrf_token": token})
 
 
@@ -73,7 +67,7 @@ def test_an_approved_code_gives_the_cli_a_token_once(secured):
     signed_out = browser.get(f"/device?code={grant['userCode']}", follow_redirects=False)
     assert signed_out.status_code == 303
     assert signed_out.headers["location"].startswith("/sign-in?next=%2Fdevice")
-    sign_in(browser, "bob")
+    signed_in(browser, "bob")
     page = browser.get("/device", params={"code": grant["userCode"].lower().replace("-", "")})
     assert grant["userCode"] in page.text and "pave CLI on test" in page.text
     approved = decide(browser, grant["userCode"], "approve")
@@ -99,7 +93,7 @@ def test_an_approved_code_gives_the_cli_a_token_once(secured):
 
 def test_denied_expired_and_unknown_codes_give_nothing(secured):
     cli, browser = TestClient(secured), TestClient(secured)
-    sign_in(browser, "bob")
+    signed_in(browser, "bob")
 
     denied = start(cli)
     assert "was not signed in" in decide(browser, denied["userCode"], "deny").text
@@ -149,7 +143,7 @@ def test_pave_login_waits_for_the_browser(tmp_path_factory, tmp_path):
             link = re.search(r"(http://\S+/device\?code=(\S+))", first)
             assert link, first
             browser = httpx.Client(base_url=url, timeout=30)
-            sign_in(browser, "carol")
+            signed_in(browser, "carol")
             assert "now signed in as carol" in decide(browser, link.group(2), "approve").text
             out, err = login.communicate(timeout=60)
         finally:

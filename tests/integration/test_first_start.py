@@ -6,21 +6,19 @@ import re
 import stat
 
 import httpx
+from integration_support import csrf_in, sign_in
 from test_cli import cli_env, running_server
 
 from pavedroad.core import audit
 from pavedroad.core.db import Database
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 LINK = re.compile(r"(http://\S+/sign-in/link/\S+)")
 
 
 def _sign_in(url: str, name: str, password: str) -> httpx.Response:
     browser = httpx.Client(base_url=url, timeout=30, follow_redirects=True)
-    token = CSRF.search(browser.get("/sign-in").text).group(1)
-    return browser.post(
-        "/sign-in", data={"username": name, "password": password, "csrf_token": token}
-    )
+    answer = sign_in(browser, name, password)
+    return browser.get(answer.headers["location"]) if answer.status_code == 303 else answer
 
 
 def _events(home) -> list[dict]:
@@ -42,13 +40,13 @@ def test_the_first_start_prints_a_one_time_link_for_the_admin(tmp_path):
         assert anonymous.status_code == 303  # sign-in is required by default
         page = browser.get(links[0])
         assert "one-time link" in page.text
-        used = browser.post(links[0], data={"csrf_token": CSRF.search(page.text).group(1)})
+        used = browser.post(links[0], data={"csrf_token": csrf_in(page.text)})
         assert str(used.url).endswith("/settings")
         me = browser.get(f"{url}/api/v1/identity/me").json()
         assert (me["name"], me["role"]) == ("admin", "admin")
         again = httpx.Client(timeout=30, follow_redirects=True)
         page = again.get(links[0])
-        spent = again.post(links[0], data={"csrf_token": CSRF.search(page.text).group(1)})
+        spent = again.post(links[0], data={"csrf_token": csrf_in(page.text)})
         assert spent.status_code == 401 and "not valid" in spent.text
     # Once the admin has signed in, later starts print no link.
     with running_server(home, env, ("up",)):

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from integration_support import csrf_in
 
 from pavedroad.core import audit
 from pavedroad.core.errors import InputError, NotFoundError
@@ -114,9 +115,7 @@ def page(client: TestClient, url: str, status: int = 200) -> str:
 
 
 def csrf(client: TestClient) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page(client, "/repos"))
-    assert match, "the Repositories page carries a form token"
-    return match.group(1)
+    return csrf_in(page(client, "/repos"))
 
 
 # -- browse.py -----------------------------------------------------------------------------

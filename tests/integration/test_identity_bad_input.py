@@ -11,14 +11,13 @@ test_tokens_and_enforcement.py.
 from __future__ import annotations
 
 import functools
-import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from integration_support import component, write_docs
+from integration_support import component, csrf_in, sign_in, write_docs
 from sqlalchemy import func, select, update
 
 from pavedroad.core import audit
@@ -78,25 +77,12 @@ def _form_token(browser: TestClient, path: str) -> str:
     """The CSRF token in the page's forms, as a browser would post it."""
     page = browser.get(path, headers=HTML)
     assert page.status_code == 200, page.text
-    found = re.findall(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert found, f"no CSRF token in the forms of {path}"
-    return found[0]
-
-
-def _sign_in(browser: TestClient, username: str, password: str, next_url: str | None = None) -> Any:
-    data = {
-        "username": username,
-        "password": password,
-        "csrf_token": _form_token(browser, "/sign-in"),
-    }
-    if next_url is not None:
-        data["next"] = next_url
-    return browser.post("/sign-in", data=data, headers=HTML, follow_redirects=False)
+    return csrf_in(page.text)
 
 
 def _signed_in(app: Any, username: str) -> TestClient:
     browser = TestClient(app)
-    response = _sign_in(browser, username, PASSWORD)
+    response = sign_in(browser, username, PASSWORD)
     assert response.status_code == 303, response.text
     assert browser.get(ME).json()["name"] == username
     return browser
@@ -162,7 +148,7 @@ def _flip(text: str, index: int) -> str:
 def test_a_wrong_password_is_refused_with_an_audit_event(portal):
     browser = TestClient(portal)
     for username in ("bob", "nobody"):  # the answer never says whether the user exists
-        response = _sign_in(browser, username, "not the password")
+        response = sign_in(browser, username, "not the password")
         assert response.status_code == 401
         assert response.headers["content-type"].startswith("text/html")
         assert "wrong user name or password" in response.text
@@ -171,7 +157,7 @@ def test_a_wrong_password_is_refused_with_an_audit_event(portal):
         assert (event["action"], event["target"]) == ("identity.session.create", f"user:{username}")
         assert PASSWORD not in str(event) and "not the password" not in str(event)
     assert _live_sessions(portal) == 0
-    empty = _sign_in(browser, "bob", "")
+    empty = sign_in(browser, "bob", "")
     assert empty.status_code == 401 and "enter your user name and password" in empty.text
 
 
@@ -180,12 +166,12 @@ def test_too_many_wrong_passwords_pause_that_user_from_that_address(portal):
     window = portal.state.settings.auth.failed_sign_in_window_minutes * 60
     browser = TestClient(portal)
     for _ in range(limit):
-        assert _sign_in(browser, "bob", "not the password").status_code == 401
-    paused = _sign_in(browser, "bob", "not the password")
+        assert sign_in(browser, "bob", "not the password").status_code == 401
+    paused = sign_in(browser, "bob", "not the password")
     assert paused.status_code == 429, paused.text
     assert 0 < int(paused.headers["retry-after"]) <= window
     assert "too many wrong passwords for bob" in paused.text
-    right = _sign_in(browser, "bob", PASSWORD)  # even the right password, while paused
+    right = sign_in(browser, "bob", PASSWORD)  # even the right password, while paused
     assert right.status_code == 429, right.text
     assert SESSION_COOKIE not in right.cookies and _live_sessions(portal, "bob") == 0
     for response in (paused, right):
@@ -198,12 +184,12 @@ def test_too_many_wrong_passwords_pause_that_user_from_that_address(portal):
         )
 
     # Only that user from that address is paused.
-    assert _sign_in(TestClient(portal), "dave", PASSWORD).status_code == 303
+    assert sign_in(TestClient(portal), "dave", PASSWORD).status_code == 303
     elsewhere = TestClient(portal, client=("10.0.0.2", 5000))
-    signed_in = _sign_in(elsewhere, "bob", PASSWORD)
+    signed_in = sign_in(elsewhere, "bob", PASSWORD)
     assert signed_in.status_code == 303, signed_in.text
     assert elsewhere.get(ME).json()["name"] == "bob"
-    assert _sign_in(TestClient(portal), "bob", PASSWORD).status_code == 429  # still paused here
+    assert sign_in(TestClient(portal), "bob", PASSWORD).status_code == 429  # still paused here
 
 
 # -- sessions ------------------------------------------------------------------------------------
@@ -356,12 +342,12 @@ def test_next_never_leaves_the_portal(portal):
         browser = TestClient(portal)
         page = browser.get("/sign-in", params={"next": target})
         assert 'name="next" value="/"' in page.text
-        signed_in = _sign_in(browser, "bob", PASSWORD, next_url=target)
+        signed_in = sign_in(browser, "bob", PASSWORD, next_url=target)
         assert signed_in.status_code == 303, signed_in.text
         assert signed_in.headers["location"] == "/", target
         again = browser.get("/sign-in", params={"next": target}, follow_redirects=False)
         assert again.status_code == 303 and again.headers["location"] == "/"
-    kept = _sign_in(TestClient(portal), "bob", PASSWORD, next_url=PAGE)
+    kept = sign_in(TestClient(portal), "bob", PASSWORD, next_url=PAGE)
     assert kept.headers["location"] == PAGE
 
 
@@ -402,8 +388,8 @@ def test_a_paused_sign_in_is_audited_as_denied(portal):
     ``outcome=denied`` shows every locked-out attempt."""
     browser = TestClient(portal)
     for _ in range(portal.state.settings.auth.max_failed_sign_ins):
-        assert _sign_in(browser, "bob", "not the password").status_code == 401
-    paused = _sign_in(browser, "bob", PASSWORD)
+        assert sign_in(browser, "bob", "not the password").status_code == 401
+    paused = sign_in(browser, "bob", PASSWORD)
     assert paused.status_code == 429
     assert _event(portal, paused)["outcome"] == "denied"
 
