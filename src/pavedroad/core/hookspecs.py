@@ -15,6 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from pavedroad.catalog.kinds import KindSchema
     from pavedroad.catalog.processing import EntityProcessor, EntityProvider, LocationReader
+    from pavedroad.scaffolder.actions import Action
     from pavedroad.settings import Settings
 
 hookspec = pluggy.HookspecMarker("pavedroad")
@@ -62,3 +63,9 @@ def pavedroad_event(event: Any, db: Any) -> None:
     """Called in the emitting process after a platform event (``core.events.Event``,
     e.g. ``SecretRotated``) is recorded in ``db`` (the ``Database``, for listeners that
     act on it); later layers react to the ones they care about."""
+
+
+@hookspec
+def pavedroad_scaffolder_actions() -> list[Action]:  # type: ignore[empty-body]
+    """Scaffolder actions (``fetch:template``, or a plugin's own ``acme:deploy``) this
+    plugin adds; each declares the JSON Schema its step input is checked against."""

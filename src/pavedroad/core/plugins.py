@@ -14,6 +14,7 @@ BUILTIN_PLUGINS = (
     "pavedroad.catalog.builtin",
     "pavedroad.secrets.builtin",
     "pavedroad.git.builtin",
+    "pavedroad.scaffolder.actions",
 )
 
 
