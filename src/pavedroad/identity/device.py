@@ -8,7 +8,6 @@ of the device code are kept, and a grant lives ten minutes.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +24,7 @@ from pavedroad.core.db import Base, Database
 from pavedroad.core.errors import ProblemError
 from pavedroad.core.ids import new_id
 from pavedroad.core.timeutil import as_utc, utcnow
-from pavedroad.identity.service import IdentityService
+from pavedroad.identity.service import IdentityService, secret_digest
 from pavedroad.portal.templating import add_template_directory, render
 
 GRANT_LIFETIME = timedelta(minutes=10)
@@ -92,7 +91,7 @@ class DeviceGrants:
             session.add(
                 DeviceGrantRow(
                     id=new_id(),
-                    device_code_hash=_digest(device_code),
+                    device_code_hash=secret_digest(device_code),
                     user_code=user_code,
                     client_name=client_name[:100],
                     created_at=now,
@@ -141,7 +140,7 @@ class DeviceGrants:
         with self.db.read_session() as session:
             row = session.scalar(
                 select(DeviceGrantRow).where(
-                    DeviceGrantRow.device_code_hash == _digest(device_code)
+                    DeviceGrantRow.device_code_hash == secret_digest(device_code)
                 )
             )
         if row is None or row.consumed_at is not None:
@@ -168,10 +167,6 @@ class DeviceGrants:
 def normalise_user_code(text: str) -> str:
     raw = "".join(c for c in text.upper() if c.isalnum())
     return f"{raw[:4]}-{raw[4:8]}" if len(raw) == 8 else text.strip().upper()[:9]
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def _grants(request: Request) -> DeviceGrants:

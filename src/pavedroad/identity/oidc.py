@@ -46,7 +46,12 @@ from pavedroad.core import audit
 from pavedroad.core.errors import ProblemError
 from pavedroad.identity.http import client_ip
 from pavedroad.identity.sessions import SessionService
-from pavedroad.identity.web import begin_session, secure_cookies, sign_in_page
+from pavedroad.identity.web import (
+    begin_session,
+    secure_cookies,
+    set_private_cookie,
+    sign_in_page,
+)
 from pavedroad.settings import OidcSettings, Settings
 
 FLOW_COOKIE = "pavedroad_oidc"
@@ -432,14 +437,13 @@ def start_sign_in(request: Request, next: str | None = None) -> Response:
     except OidcError as exc:
         return _refuse(request, exc, next_url)
     response = RedirectResponse(authorization.url, status_code=303)
-    response.set_cookie(
+    set_private_cookie(
+        request,
+        response,
         FLOW_COOKIE,
         _sessions(request).signer.sign(_encode(authorization.pending)),
-        max_age=FLOW_SECONDS,
-        path=FLOW_PATH,
-        httponly=True,
-        samesite="lax",
-        secure=secure_cookies(request.app.state.settings),
+        FLOW_SECONDS,
+        FLOW_PATH,
     )
     return response
 

@@ -146,7 +146,7 @@ class IdentityService:
             group_ref=group_ref,
             name=name.strip(),
             scopes=",".join(sorted(set(scopes))),
-            secret_hash=_digest(secret),
+            secret_hash=secret_digest(secret),
             created_at=utcnow(),
             expires_at=utcnow() + expires_in if expires_in else None,
         )
@@ -206,7 +206,7 @@ class IdentityService:
         token_id = f"{raw_id[:8]}-{raw_id[8:12]}-{raw_id[12:16]}-{raw_id[16:20]}-{raw_id[20:]}"
         with self.db.read_session() as session:
             row = session.get(TokenRow, token_id)
-        valid = row is not None and hmac.compare_digest(row.secret_hash, _digest(secret))
+        valid = row is not None and hmac.compare_digest(row.secret_hash, secret_digest(secret))
         now = utcnow()
         if (
             not valid
@@ -261,8 +261,9 @@ class AuthenticationError(ProblemError):
     type_slug = "unauthenticated"
 
 
-def _digest(secret: str) -> str:
-    # Tokens carry 256 random bits, so a fast hash is enough (unlike passwords).
+def secret_digest(secret: str) -> str:
+    """How random secrets (tokens, session ids, sign-in links, device codes) are kept:
+    they carry 256 random bits, so a fast hash is enough (unlike passwords)."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 

@@ -26,7 +26,7 @@ from pavedroad.core.db import Base, Database
 from pavedroad.core.errors import InputError, TooManyRequestsError
 from pavedroad.core.ids import new_id
 from pavedroad.core.timeutil import as_utc, utcnow
-from pavedroad.identity.service import AuthenticationError, IdentityService
+from pavedroad.identity.service import AuthenticationError, IdentityService, secret_digest
 from pavedroad.settings import Settings
 
 SESSION_COOKIE = "pavedroad_session"
@@ -142,7 +142,7 @@ class SessionService:
         session_id = secrets.token_urlsafe(32)
         now = utcnow()
         row = SessionRow(
-            id_hash=_digest(session_id),
+            id_hash=secret_digest(session_id),
             account=account.lower(),
             csrf_token=secrets.token_urlsafe(32),
             via=via,
@@ -160,7 +160,7 @@ class SessionService:
         session_id = self.signer.unsign(cookie)
         if session_id is None:
             return None
-        id_hash = _digest(session_id)
+        id_hash = secret_digest(session_id)
         with self.db.read_session() as session:
             row = session.get(SessionRow, id_hash)
         now = utcnow()
@@ -249,7 +249,7 @@ class SessionService:
         with self.db.session() as session:
             session.add(
                 SignInLinkRow(
-                    id_hash=_digest(token),
+                    id_hash=secret_digest(token),
                     account=account.lower(),
                     created_at=now,
                     expires_at=now + ttl,
@@ -259,7 +259,7 @@ class SessionService:
 
     def use_link(self, token: str) -> str:
         """The account a link signs in as; the link is spent by this call."""
-        id_hash = _digest(token)
+        id_hash = secret_digest(token)
         with self.db.session() as session:
             row = session.get(SignInLinkRow, id_hash)
             live = row is not None and as_utc(row.expires_at) > utcnow()
@@ -275,10 +275,6 @@ class SessionService:
                     "never existed; `pave user link NAME` makes a new one"
                 )
             return row.account
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def _web_session(row: SessionRow) -> WebSession:

@@ -34,6 +34,22 @@ def safe_next(next_url: str | None) -> str:
     return next_url
 
 
+def set_private_cookie(
+    request: Request, response: Response, name: str, value: str, max_age: int, path: str = "/"
+) -> None:
+    """A cookie scripts cannot read, sent on same-site navigation only, and over https
+    only when the portal is served over https."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=path,
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(request.app.state.settings),
+    )
+
+
 def secure_cookies(settings: Settings) -> bool:
     """Cookies marked Secure: as configured, else when the public URL is https."""
     if settings.auth.secure_cookies is not None:
@@ -47,14 +63,8 @@ def begin_session(request: Request, user_name: str, via: str, next_url: str | No
     cookie, web_session = sessions.start(user_name, via, client_ip(request))
     request.state.actor_name = web_session.account
     response = RedirectResponse(safe_next(next_url), status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        cookie,
-        max_age=int(sessions.lifetime.total_seconds()),
-        httponly=True,
-        samesite="lax",
-        secure=secure_cookies(request.app.state.settings),
-        path="/",
+    set_private_cookie(
+        request, response, SESSION_COOKIE, cookie, int(sessions.lifetime.total_seconds())
     )
     response.delete_cookie(PRE_SESSION_COOKIE, path="/")
     return response
@@ -75,14 +85,8 @@ def keep_form_token(request: Request, response: Response) -> Response:
     fresh = getattr(request.state, "fresh_form_token", None)
     if fresh:
         sessions: SessionService = request.app.state.sessions
-        response.set_cookie(
-            PRE_SESSION_COOKIE,
-            sessions.signer.sign(fresh),
-            max_age=PRE_SESSION_MAX_AGE,
-            httponly=True,
-            samesite="lax",
-            secure=secure_cookies(request.app.state.settings),
-            path="/",
+        set_private_cookie(
+            request, response, PRE_SESSION_COOKIE, sessions.signer.sign(fresh), PRE_SESSION_MAX_AGE
         )
     return response
 

@@ -84,6 +84,14 @@ class Sealed:
     nonce: bytes
     ciphertext: bytes
 
+    def to_bytes(self) -> bytes:
+        """The stored form: the nonce, then the ciphertext."""
+        return self.nonce + self.ciphertext
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Sealed:
+        return cls(blob[:NONCE_BYTES], blob[NONCE_BYTES:])
+
 
 def seal(key: bytes, plaintext: bytes, context: bytes) -> Sealed:
     nonce = secrets.token_bytes(NONCE_BYTES)

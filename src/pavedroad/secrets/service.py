@@ -205,9 +205,7 @@ class SecretStore:
                     data_key = self._data_key(row)
                 version = row.current_version + 1
                 sealed = seal(data_key, plaintext, _value_context(row.id, version))
-                self.backend.put(
-                    _address(row.id, version), sealed.nonce + sealed.ciphertext, session
-                )
+                self.backend.put(_address(row.id, version), sealed.to_bytes(), session)
                 session.add(
                     SecretVersionRow(
                         secret_id=row.id,
@@ -316,7 +314,7 @@ class SecretStore:
                 f"{row.name} has no version {version}: versions 1 to {row.current_version} "
                 f"existed and the last {self.versions_kept} are kept"
             )
-        sealed = Sealed(blob[:12], blob[12:])
+        sealed = Sealed.from_bytes(blob)
         what = f"secret {row.name} version {version}"
         value = unseal(self._data_key(row), sealed, _value_context(row.id, version), what).decode()
         from pavedroad.secrets.masking import process_masker
