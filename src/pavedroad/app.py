@@ -33,7 +33,6 @@ from pavedroad.identity.http import AuthenticationMiddleware
 from pavedroad.identity.service import IdentityService
 from pavedroad.identity.sessions import SessionService
 from pavedroad.secrets import api as secrets_api
-from pavedroad.secrets.backend import backend_for
 from pavedroad.secrets.service import SecretStore
 from pavedroad.settings import Settings
 
@@ -51,7 +50,7 @@ def create_app(
     db.migrate()
     catalog = CatalogService(db, settings)
     catalog.ensure_configured_locations()
-    secrets = SecretStore(db, settings, backend_for(settings))
+    secrets = SecretStore(db, settings)
     git_service = GitService(db, settings)
     git_service.import_spool()  # pushes made while the platform was down
     reconcilers = background_reconcilers(catalog, secrets, git_service)

@@ -100,7 +100,6 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     from pavedroad.core.background import BackgroundRunner
     from pavedroad.core.db import database_for
     from pavedroad.git.service import GitService
-    from pavedroad.secrets.backend import backend_for
     from pavedroad.secrets.service import SecretStore
 
     settings = load_settings()
@@ -108,7 +107,7 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     settings.ensure_home()
     db = database_for(settings)
     db.migrate()
-    secrets = SecretStore(db, settings, backend_for(settings))
+    secrets = SecretStore(db, settings)
     git_service = GitService(db, settings)
     runner = BackgroundRunner(
         background_reconcilers(CatalogService(db, settings), secrets, git_service)

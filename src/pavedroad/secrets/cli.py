@@ -285,7 +285,6 @@ def rotate_master_key(
     with its settings). Servers keep working throughout."""
     from pavedroad.cli.main import load_settings
     from pavedroad.core.db import database_for
-    from pavedroad.secrets.backend import backend_for
     from pavedroad.secrets.crypto import MasterKey
     from pavedroad.secrets.service import SecretStore
 
@@ -293,7 +292,7 @@ def rotate_master_key(
     settings.ensure_home()
     db = database_for(settings)
     db.migrate()
-    store = SecretStore(db, settings, backend_for(settings))
+    store = SecretStore(db, settings)
     old = store.keys.current
     new = (
         MasterKey.parse(sys.stdin.readline(), "the new key on standard input")

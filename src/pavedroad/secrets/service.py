@@ -29,7 +29,7 @@ from pavedroad.core.errors import (
 )
 from pavedroad.core.ids import new_id
 from pavedroad.core.timeutil import as_utc, isoformat, utcnow
-from pavedroad.secrets.backend import SecretBackend
+from pavedroad.secrets.backend import SecretBackend, backend_for
 from pavedroad.secrets.crypto import KeyRing, MasterKey, MasterKeyError, Sealed, seal, unseal
 from pavedroad.secrets.generate import Generator, format_duration, parse_duration
 from pavedroad.secrets.models import SecretRow, SecretVersionRow
@@ -51,9 +51,13 @@ class Write:
 
 
 class SecretStore:
-    def __init__(self, db: Database, settings: Settings, backend: SecretBackend) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, backend: SecretBackend | None = None
+    ) -> None:
+        """``backend``: where sealed values go; by default the one ``secrets.backend``
+        names among those the plugins offer."""
         self.db = db
-        self.backend = backend
+        self.backend = backend or backend_for(settings)
         self.versions_kept = settings.secrets.versions_kept
         with db.read_session() as session:
             key_ids = set(session.scalars(select(SecretRow.key_id).distinct()))
