@@ -20,6 +20,7 @@ from pavedroad.core.audit import AuditMiddleware
 from pavedroad.core.background import BackgroundRunner, Reconciler
 from pavedroad.core.db import Database, database_for
 from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install_error_handlers
+from pavedroad.core.jobs import JobQueue
 from pavedroad.core.plugins import plugin_manager
 from pavedroad.git import api as git_api
 from pavedroad.git import http as git_http
@@ -32,6 +33,8 @@ from pavedroad.identity import web as identity_web
 from pavedroad.identity.http import AuthenticationMiddleware
 from pavedroad.identity.service import IdentityService
 from pavedroad.identity.sessions import SessionService
+from pavedroad.scaffolder import api as scaffolder_api
+from pavedroad.scaffolder.tasks import TaskService
 from pavedroad.secrets import api as secrets_api
 from pavedroad.secrets.service import SecretStore
 from pavedroad.settings import Settings
@@ -53,14 +56,21 @@ def create_app(
     secrets = SecretStore(db, settings)
     git_service = GitService(db, settings)
     git_service.import_spool()  # pushes made while the platform was down
-    reconcilers = background_reconcilers(catalog, secrets, git_service)
+    queue = JobQueue(settings)
+    scaffolder = TaskService(db, settings, catalog, secrets, queue)
+    reconcilers = background_reconcilers(catalog, secrets, git_service, scaffolder)
     runner = BackgroundRunner(reconcilers) if background else None
+    consumer = queue.consumer(settings.workers) if background else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runner:
             runner.start()
+        if consumer:
+            consumer.start()
         yield
+        if consumer:
+            consumer.stop_and_wait()
         if runner:
             runner.stop()
 
@@ -77,6 +87,8 @@ def create_app(
     app.state.catalog = catalog
     app.state.secrets = secrets
     app.state.git = git_service
+    app.state.queue = queue
+    app.state.scaffolder = scaffolder
     app.state.identity = IdentityService(db)
     app.state.sessions = SessionService(db, settings, app.state.identity)
     app.add_middleware(
@@ -106,6 +118,7 @@ def create_app(
     app.include_router(git_api.router)
     app.include_router(git_webhooks.router)
     app.include_router(git_http.router)
+    app.include_router(scaffolder_api.router)
     _add_operational_routes(app, catalog)
     from pavedroad.portal.views import mount_portal
 
@@ -115,12 +128,16 @@ def create_app(
 
 
 def background_reconcilers(
-    catalog: CatalogService, secrets: SecretStore, git_service: GitService
+    catalog: CatalogService,
+    secrets: SecretStore,
+    git_service: GitService,
+    scaffolder: TaskService,
 ) -> list[Reconciler]:
     return [
         Reconciler("catalog-refresh", catalog.refresh_due, interval_seconds=2.0),
         Reconciler("secret-rotation", secrets.rotate_due, interval_seconds=30.0),
         Reconciler("git-push-spool", git_service.import_spool, interval_seconds=2.0),
+        Reconciler("scaffolder-recovery", scaffolder.recover, interval_seconds=10.0),
     ]
 
 

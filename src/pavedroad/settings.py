@@ -91,6 +91,16 @@ class GitSettings(BaseModel):
     webhook_max_bytes: int = Field(default=1024 * 1024, ge=1024)  # one webhook delivery
 
 
+class ScaffolderSettings(BaseModel):
+    max_running_tasks: int = Field(default=4, ge=1, le=256)  # across every worker
+    task_timeout_seconds: int = Field(default=600, ge=5)  # wall clock, then the task is killed
+    task_memory_mb: int = Field(default=2048, ge=256)  # address space of a task's process
+    max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)  # one file in a workspace
+    max_workspace_bytes: int = Field(default=500 * 1024 * 1024, ge=1024)  # all of them
+    max_workspace_files: int = Field(default=20_000, ge=10)
+    keep_workspaces: bool = False  # keep finished tasks' workspaces (for debugging)
+
+
 class YamlLimits(BaseModel):
     max_bytes: int = Field(default=1024 * 1024, ge=1)
     max_depth: int = Field(default=64, ge=2)
@@ -117,6 +127,7 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     git: GitSettings = Field(default_factory=GitSettings)
+    scaffolder: ScaffolderSettings = Field(default_factory=ScaffolderSettings)
     # Seals every secret's data key (base64 of 32 bytes); unset: $PAVEDROAD_HOME/master.key.
     master_key: SecretStr | None = None
     # Keys that were current before a rotation, while servers still hold data keys by them.

@@ -35,6 +35,12 @@ class ApiClient:
                 message = (
                     body.get("detail") or body.get("error", {}).get("message") or response.text
                 )
+                errors = body.get("errors")
+                if isinstance(errors, dict):  # per-field problems: one line each
+                    message += "".join(
+                        f"\n  {field or '(form)'}: {'; '.join(map(str, problems))}"
+                        for field, problems in errors.items()
+                    )
             except ValueError:
                 message = response.text or response.reason_phrase
             fail(f"{message} (HTTP {response.status_code})", 2 if response.status_code < 500 else 1)

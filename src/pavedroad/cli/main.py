@@ -13,6 +13,7 @@ from pavedroad.catalog.cli import catalog_app
 from pavedroad.cli.output import fail
 from pavedroad.git.cli import repo_app
 from pavedroad.identity.cli import can, login, logout, token_app, user_app, whoami
+from pavedroad.scaffolder.cli import task_app, template_app
 from pavedroad.secrets.cli import secret_app
 from pavedroad.settings import Settings
 
@@ -27,6 +28,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(secret_app, name="secret")
 app.add_typer(repo_app, name="repo")
+app.add_typer(template_app, name="template")
+app.add_typer(task_app, name="task")
 app.add_typer(
     secret_app, name="secrets", hidden=True
 )  # `pave secrets rotate-master-key` reads well
@@ -99,7 +102,9 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     from pavedroad.catalog.service import CatalogService
     from pavedroad.core.background import BackgroundRunner
     from pavedroad.core.db import database_for
+    from pavedroad.core.jobs import JobQueue
     from pavedroad.git.service import GitService
+    from pavedroad.scaffolder.tasks import TaskService
     from pavedroad.secrets.service import SecretStore
 
     settings = load_settings()
@@ -109,20 +114,27 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     db.migrate()
     secrets = SecretStore(db, settings)
     git_service = GitService(db, settings)
-    runner = BackgroundRunner(
-        background_reconcilers(CatalogService(db, settings), secrets, git_service)
-    )
+    catalog = CatalogService(db, settings)
+    queue = JobQueue(settings)
+    scaffolder = TaskService(db, settings, catalog, secrets, queue)
+    runner = BackgroundRunner(background_reconcilers(catalog, secrets, git_service, scaffolder))
     if once:
         runner.run_once()
         return
+    consumer = queue.consumer(settings.workers)
     typer.echo(
         f"pave worker: processing background work for {_redact(settings.resolved_database_url)}"
+        f" and jobs from {_redact(queue.url)} with {settings.workers} worker thread(s)"
     )
     runner.start()
+    consumer.start()
     try:
         while runner._thread and runner._thread.is_alive():
             runner._thread.join(1.0)
     except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.stop_and_wait()
         runner.stop()
 
 

@@ -9,4 +9,5 @@ def import_all_models() -> None:
     import pavedroad.identity.device
     import pavedroad.identity.models
     import pavedroad.identity.sessions
+    import pavedroad.scaffolder.models
     import pavedroad.secrets.models  # noqa: F401

@@ -14,7 +14,9 @@ BUILTIN_PLUGINS = (
     "pavedroad.catalog.builtin",
     "pavedroad.secrets.builtin",
     "pavedroad.git.builtin",
+    "pavedroad.scaffolder.builtin",
     "pavedroad.scaffolder.actions",
+    "pavedroad.scaffolder.platform_actions",
 )
 
 

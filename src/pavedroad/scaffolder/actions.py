@@ -28,6 +28,7 @@ from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError
 
 from pavedroad.core.paths import PathEscapeError, contained_path
+from pavedroad.scaffolder.platform import TaskPlatform
 from pavedroad.scaffolder.workspace import (
     ActionError,
     UnsafePathError,
@@ -74,6 +75,9 @@ class ActionContext:
     render_cookiecutter: Render | None = None
     """Renders ``{{ cookiecutter.x }}`` for ``fetch:template``'s ``cookiecutterCompat``;
     None until the runner offers it (the option is then refused with a clear message)."""
+    platform: TaskPlatform | None = None
+    """The platform's services for actions that publish or register (``publish:git``,
+    ``catalog:*``); None where a template is only rendered."""
 
     def check_cancelled(self) -> None:
         if self.cancelled():

@@ -376,6 +376,21 @@ class SecretStore:
     def metadata(self, scope: SecretScope, name: str) -> dict[str, Any]:
         return _meta(self._row(scope, name, deleted=None))
 
+    # -- values in transit ---------------------------------------------------------------------
+
+    def seal_transient(self, data: bytes, context: str) -> bytes:
+        """``data`` sealed with the master key, for a value the platform holds only briefly
+        (a template task's secret answers until the task ends); ``context`` binds it to
+        its one use."""
+        key_id, sealed = self.keys.wrap(data, context.encode())
+        return key_id.encode() + b":" + sealed.to_bytes()
+
+    def unseal_transient(self, blob: bytes, context: str) -> bytes:
+        key_id, _, sealed = blob.partition(b":")
+        return self.keys.unwrap(
+            key_id.decode(), Sealed.from_bytes(sealed), context.encode(), "a sealed task value"
+        )
+
     # -- the master key ------------------------------------------------------------------------
 
     def rotate_master_key(self, new: MasterKey | None = None) -> int:

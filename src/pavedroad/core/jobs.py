@@ -1,0 +1,98 @@
+"""The background job queue: huey, on SQLite in ``PAVEDROAD_HOME`` or on Redis at scale.
+
+A domain registers a handler by name (``queue.register("scaffolder.run", run_task)``)
+and enqueues work by that name with JSON-able arguments. Who runs it is configuration:
+``pave up`` consumes the queue in threads of its own process; at scale, ``pave worker``
+processes on any number of machines consume a shared Redis queue
+(``PAVEDROAD_QUEUE_URL=redis://...``).
+
+The queue carries only identifiers: the work itself (a scaffolder task, a pipeline job)
+is persisted in the database before it is enqueued, and each handler claims it there, so
+a message delivered twice does no harm and a message lost with a crashed worker is found
+again by the owning domain's reconciler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from huey import RedisHuey, SqliteHuey
+from huey.api import Huey, TaskWrapper
+from huey.consumer import Consumer
+
+from pavedroad.settings import Settings
+
+log = logging.getLogger("pavedroad.jobs")
+
+POLL_SECONDS = 0.2
+"""How long an idle consumer waits between looks at an empty SQLite queue (at most)."""
+
+
+class JobQueue:
+    """Named handlers on one huey instance."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.huey: Huey = _huey_for(settings)
+        self._tasks: dict[str, TaskWrapper] = {}
+
+    @property
+    def url(self) -> str:
+        return self.settings.queue_url or f"sqlite:///{self.settings.home / 'queue.db'}"
+
+    def register(self, name: str, handler: Callable[..., Any]) -> None:
+        if name in self._tasks:
+            raise ValueError(f"the job {name!r} is registered twice")
+        self._tasks[name] = self.huey.task(name=name)(handler)
+
+    def enqueue(self, name: str, *args: Any, delay: float | None = None) -> None:
+        """Queue ``name(*args)``; ``delay`` seconds from now if given."""
+        task = self._tasks[name]
+        if delay:
+            task.schedule(args=args, delay=delay)
+        else:
+            task(*args)
+
+    def pending(self) -> int:
+        return int(self.huey.pending_count())
+
+    def consumer(self, workers: int) -> EmbeddedConsumer:
+        return EmbeddedConsumer(
+            self.huey,
+            workers=workers,
+            worker_type="thread",
+            periodic=False,
+            initial_delay=0.05,
+            backoff=1.5,
+            max_delay=POLL_SECONDS,
+            scheduler_interval=1,
+            check_worker_health=True,
+        )
+
+
+def _huey_for(settings: Settings) -> Huey:
+    if settings.queue_url:
+        if not settings.queue_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"queue_url must be a redis:// URL (or unset for the embedded queue), "
+                f"not {settings.queue_url.split(':', 1)[0]}:"
+            )
+        return RedisHuey("pavedroad", url=settings.queue_url, results=False, utc=True)
+    settings.ensure_home()
+    return SqliteHuey(
+        "pavedroad", filename=str(settings.home / "queue.db"), results=False, utc=True, timeout=30
+    )
+
+
+class EmbeddedConsumer(Consumer):  # type: ignore[misc]
+    """huey's consumer, run in threads inside a process that owns its own signals
+    (uvicorn in ``pave up``, the worker loop in ``pave worker``)."""
+
+    def _set_signal_handlers(self) -> None:
+        pass  # the host process handles SIGINT/SIGTERM and calls stop()
+
+    def stop_and_wait(self, timeout: float = 10.0) -> None:
+        self.shutdown_timeout = timeout
+        self.stop(graceful=True)

@@ -1,0 +1,244 @@
+"""The process one scaffolder task runs in: ``python -m pavedroad.scaffolder.task_process``.
+
+It reads ``{"settings": ..., "task": id, "secrets": {...}}`` from stdin, runs the task
+(its steps, or a template update) and writes the log and the result to the database.
+The worker that started it limits its memory and time and kills its process group when
+it must; everything this process does is bounded by that, whatever the template says.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pavedroad.catalog.service import CatalogService
+from pavedroad.core.db import Database, database_for
+from pavedroad.core.errors import ProblemError
+from pavedroad.git.service import GitService
+from pavedroad.scaffolder.actions import ActionCancelled
+from pavedroad.scaffolder.models import TaskRow
+from pavedroad.scaffolder.platform import TaskPlatform, TemplateOrigin
+from pavedroad.scaffolder.projects import ProjectStore
+from pavedroad.scaffolder.runner import RunCallbacks, StepFailed, StepRunner
+from pavedroad.scaffolder.tasks import (
+    TaskService,
+    actor_from_record,
+    add_event,
+    finish_task,
+)
+from pavedroad.scaffolder.versions import TemplateVersion, TemplateVersions
+from pavedroad.scaffolder.workspace import Workspace, WorkspaceLimits
+from pavedroad.secrets.masking import Masker
+from pavedroad.settings import Settings
+
+MAX_LINE_CHARS = 8000
+MAX_LOG_LINES = 20_000
+CANCEL_LOOK_SECONDS = 0.5
+DRY_RUN_MAX_FILE_CHARS = 64 * 1024
+DRY_RUN_MAX_TOTAL_CHARS = 1024 * 1024
+
+
+class TaskLog:
+    """The task's log in the database, every line masked."""
+
+    def __init__(self, db: Database, task_id: str, masker: Masker) -> None:
+        self.db = db
+        self.task_id = task_id
+        self.masker = masker
+        self.lines = 0
+        self._cancel_looked = 0.0
+        self._cancelled = False
+
+    def log(self, step: str | None, line: str) -> None:
+        self.lines += 1
+        if self.lines > MAX_LOG_LINES:
+            if self.lines == MAX_LOG_LINES + 1:
+                line = f"(the log is cut here: a task keeps at most {MAX_LOG_LINES} lines)"
+            else:
+                return
+        text = self.masker.mask(str(line))
+        if len(text) > MAX_LINE_CHARS:
+            text = text[:MAX_LINE_CHARS] + f" … ({len(text) - MAX_LINE_CHARS} characters cut)"
+        add_event(self.db, self.task_id, "log", step, {"message": text})
+
+    def step_status(self, step: str, status: str, name: str | None) -> None:
+        add_event(self.db, self.task_id, "step", step, {"status": status, "name": name})
+
+    def cancelled(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._cancel_looked >= CANCEL_LOOK_SECONDS:
+            self._cancel_looked = now
+            with self.db.read_session() as session:
+                row = session.get(TaskRow, self.task_id)
+                self._cancelled = bool(row is None or row.cancel_requested)
+        return self._cancelled
+
+    def callbacks(self) -> RunCallbacks:
+        return RunCallbacks(log=self.log, step_status=self.step_status, cancelled=self.cancelled)
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _leaves(item)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+class TaskProcess:
+    def __init__(self, settings: Settings, task_id: str, secrets: dict[str, Any]) -> None:
+        self.settings = settings
+        self.db = database_for(settings)
+        self.task_id = task_id
+        self.secrets = secrets
+        self.catalog = CatalogService(self.db, settings)
+        self.git = GitService(self.db, settings)
+        self.versions = TemplateVersions(self.db, settings)
+        self.projects = ProjectStore(self.db, settings)
+        self.tasks = TaskService(self.db, settings, self.catalog, None, None)  # type: ignore[arg-type]
+        self.task = self.tasks.row(task_id)
+        self.actor = actor_from_record(self.task.actor)
+        self.log = TaskLog(self.db, task_id, Masker(_leaves(secrets)))
+        self.folder = settings.home / "scaffolder" / "tasks" / task_id
+        limits = settings.scaffolder
+        self.limits = WorkspaceLimits(
+            max_files=limits.max_workspace_files,
+            max_file_bytes=limits.max_file_bytes,
+            max_total_bytes=limits.max_workspace_bytes,
+        )
+
+    def run(self) -> None:
+        try:
+            output = self._run()
+        except ActionCancelled:
+            self.log.log(None, "cancelled")
+            finish_task(self.db, self.task_id, "cancelled")
+        except StepFailed as exc:
+            message = self.log.masker.mask(exc.message)
+            self.log.log(exc.step, f"failed: {message}")
+            finish_task(self.db, self.task_id, "failed", error=f"step {exc.step}: {message}")
+        except MemoryError:
+            finish_task(
+                self.db,
+                self.task_id,
+                "failed",
+                error=f"the task used more than {self.settings.scaffolder.task_memory_mb} MB "
+                "of memory (scaffolder.task_memory_mb) and was stopped",
+            )
+        except ProblemError as exc:
+            message = self.log.masker.mask(exc.detail)
+            self.log.log(None, f"failed: {message}")
+            finish_task(self.db, self.task_id, "failed", error=message)
+        else:
+            status = "cancelled" if self.log.cancelled() else "completed"
+            finish_task(self.db, self.task_id, status, output=output)
+        finally:
+            if not self.settings.scaffolder.keep_workspaces:
+                shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _run(self) -> dict[str, Any]:
+        if self.task.kind == "update":
+            from pavedroad.scaffolder.updates import run_update
+
+            return run_update(self)
+        entity = self.tasks.template_entity(self.task.template_ref)
+        version = self.versions.record(entity)
+        self._set_version(version.version)
+        self.log.log(None, f"template {version.template_ref} at version {version.version[:12]}")
+        values = dict(self.task.values)
+        runner, workspace = self.runner(version, values, "workspace", dry_run=self.is_dry_run)
+        output = runner.run()
+        if self.is_dry_run:
+            output["files"] = dry_run_files(workspace)
+        else:
+            self.projects.record_from_task(self.task_id, runner.steps_output, version, values)
+        return output
+
+    @property
+    def is_dry_run(self) -> bool:
+        return self.task.kind == "dry-run"
+
+    def runner(
+        self, version: TemplateVersion, values: dict[str, Any], name: str, *, dry_run: bool
+    ) -> tuple[StepRunner, Workspace]:
+        """A step runner for ``version`` of the template, in a fresh folder ``name``."""
+        template_dir = self.versions.checkout(
+            version.template_ref, version.version, self.folder / f"{name}-template"
+        )
+        root = self.folder / name
+        root.mkdir(parents=True, mode=0o700)
+        workspace = Workspace(root, self.limits)
+        spec = self.tasks.template_spec(version.entity)
+        platform = TaskPlatform(
+            settings=self.settings,
+            db=self.db,
+            git=self.git,
+            catalog=self.catalog,
+            actor=self.actor,
+            task_id=self.task_id,
+            origin=TemplateOrigin(version.template_ref, version.version, values),
+        )
+        runner = StepRunner(
+            spec=spec,
+            registry=self.tasks.registry,
+            workspace=workspace,
+            template_dir=template_dir,
+            parameters=values,
+            secrets=self.secrets,
+            callbacks=self.log.callbacks(),
+            user=self._user(),
+            platform=platform,
+            dry_run=dry_run,
+        )
+        return runner, workspace
+
+    def _user(self) -> dict[str, Any]:
+        user: dict[str, Any] = {"ref": self.actor.user_ref, "name": self.actor.name}
+        if self.actor.user_ref:
+            with self.catalog.reader() as reader:
+                if reader.row_by_ref(self.actor.user_ref) is not None:
+                    user["entity"] = reader.get_by_ref(self.actor.user_ref)
+        return user
+
+    def _set_version(self, version: str) -> None:
+        with self.db.session() as session:
+            row = session.get(TaskRow, self.task_id)
+            if row is not None:
+                row.template_version = version
+
+
+def dry_run_files(workspace: Workspace) -> list[dict[str, Any]]:
+    """The workspace's files, with the contents of text files (within limits)."""
+    files: list[dict[str, Any]] = []
+    budget = DRY_RUN_MAX_TOTAL_CHARS
+    for path, size in workspace.tree():
+        entry: dict[str, Any] = {"path": path, "size": size}
+        data = workspace.read(path) if size <= DRY_RUN_MAX_FILE_CHARS else None
+        if data is not None and b"\x00" not in data[:8192]:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            if text is not None and len(text) <= budget:
+                entry["content"] = text
+                budget -= len(text)
+        files.append(entry)
+    return files
+
+
+def main() -> None:
+    payload = json.loads(sys.stdin.buffer.read())
+    settings = Settings(**payload["settings"])
+    process = TaskProcess(settings, payload["task"], payload.get("secrets") or {})
+    process.run()
+
+
+if __name__ == "__main__":
+    main()
