@@ -26,6 +26,7 @@ DEMO_KIND_COUNTS = {
     "Location": 2,
     "Resource": 4,
     "System": 3,
+    "Template": 3,
     "User": 12,
 }
 DEMO_TOTAL = sum(DEMO_KIND_COUNTS.values())

@@ -19,7 +19,9 @@ from integration_support import DEMO_DIR, DEMO_ROOT, DEMO_TOTAL, component, writ
 PAVE = Path(sys.executable).with_name("pave")
 
 # Every descriptor of the demo organisation (apis/openapi/ holds a definition, not an entity).
-DEMO_ENTITY_FILES = sorted(p for p in DEMO_DIR.rglob("*.yaml") if "openapi" not in p.parts)
+DEMO_ENTITY_FILES = sorted(
+    p for p in DEMO_DIR.rglob("*.yaml") if not {"openapi", "skeleton"} & set(p.parts)
+)
 
 
 def _free_port() -> int:

@@ -180,7 +180,7 @@ def project_slug(url: str) -> str:
 
 def _dump(value: Any, indent: int | None = None) -> str:
     _budget().check_size(_size(value, _budget().limits.max_output_chars + 1), "dump")
-    return json.dumps(value, indent=indent, default=str)
+    return json.dumps(value, indent=indent, default=str, ensure_ascii=False)
 
 
 def _checked_join(env: jinja2.Environment) -> Callable[..., Any]:
@@ -411,6 +411,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 raise SecurityError(
                     f"method {attribute!r} of a {type(obj).__name__} is not available in templates"
                 )
+            if isinstance(obj, Mapping) and hasattr(type(obj), "__missing__"):
+                return obj[attribute]  # a mapping that has a value for every key (answers)
             return self.undefined(obj=obj, name=attribute)
         if isinstance(obj, LoopContext):
             return super().getattr(obj, attribute)

@@ -9,25 +9,44 @@ runs it for a task, and tests run it directly.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pavedroad.scaffolder.actions import ActionContext, ActionRegistry
+from pavedroad.core.errors import ProblemError
+from pavedroad.scaffolder.actions import ActionCancelled, ActionContext, ActionRegistry
 from pavedroad.scaffolder.expressions import (
     ExpressionLimits,
-    TemplateError,
     render_cookiecutter,
     render_text,
     render_value,
 )
 from pavedroad.scaffolder.platform import TaskPlatform
 from pavedroad.scaffolder.template import Step, TemplateSpec
-from pavedroad.scaffolder.workspace import ActionError, Workspace
+from pavedroad.scaffolder.workspace import Workspace
+
+log = logging.getLogger("pavedroad.scaffolder")
 
 MAX_EACH_ITEMS = 1000
+
+
+class Answers(dict):  # type: ignore[type-arg]
+    """The form's answers: an optional question left unanswered is empty, as in Backstage
+    (``${{ parameters.system }}`` renders nothing; a step input it fills is left out)."""
+
+    def __missing__(self, key: Any) -> None:
+        return None
+
+
+def _without_nones(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_nones(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nones(item) for item in value]
+    return value
 
 
 class StepFailed(Exception):
@@ -63,8 +82,8 @@ class StepRunner:
 
     def context(self, each: Any = None) -> dict[str, Any]:
         context = {
-            "parameters": self.parameters,
-            "secrets": self.secrets,
+            "parameters": Answers(self.parameters),
+            "secrets": Answers(self.secrets),
             "steps": {key: {"output": value} for key, value in self.steps_output.items()},
             "user": self.user,
         }
@@ -76,8 +95,6 @@ class StepRunner:
         """Every step in order, then the rendered output (``links``, ``text``)."""
         for index, step in enumerate(self.spec.steps):
             if self.callbacks.cancelled():
-                from pavedroad.scaffolder.actions import ActionCancelled
-
                 raise ActionCancelled("the task was cancelled")
             self.run_step(step, index)
         return self.output()
@@ -103,8 +120,17 @@ class StepRunner:
             seconds = time.monotonic() - started
             self.callbacks.log(step_id, f"finished {name} in {seconds:.2f} s")
             self.callbacks.step_status(step_id, "completed", name)
-        except (ActionError, TemplateError, StepFailed) as exc:
-            message = exc.message if isinstance(exc, StepFailed) else str(exc)
+        except (ActionCancelled, MemoryError):
+            self.callbacks.step_status(step_id, "cancelled", name)
+            raise
+        except Exception as exc:  # an action (maybe a plugin's) may raise anything
+            if isinstance(exc, StepFailed):
+                message = exc.message
+            elif isinstance(exc, ProblemError):
+                message = exc.detail
+            else:
+                log.exception("step %s failed", step_id)
+                message = f"{type(exc).__name__}: {exc}"
             self.callbacks.step_status(step_id, "failed", name)
             raise StepFailed(step_id, message) from exc
 
@@ -136,7 +162,7 @@ class StepRunner:
 
     def _run_action(self, step: Step, step_id: str, each: Any) -> dict[str, Any]:
         action = self.registry.get(step.action)
-        rendered = render_value(step.input, self.context(each), self.limits)
+        rendered = _without_nones(render_value(step.input, self.context(each), self.limits))
         problems = self.registry.validate_input(step.action, rendered)
         if problems:
             raise StepFailed(step_id, "; ".join(problems))

@@ -45,6 +45,7 @@ from pavedroad.scaffolder.models import TaskEventRow, TaskRow
 from pavedroad.scaffolder.template import (
     TemplateSpec,
     TemplateSpecError,
+    apply_defaults,
     secret_fields,
     validate_parameters,
 )
@@ -208,6 +209,8 @@ class TaskService:
             raise TemplateParametersError(
                 f"{count} answer(s) do not fit the template's form", errors=problems
             )
+        if kind != "update":
+            values = apply_defaults(spec, values)
         plain, secrets = split_secrets(spec, values)
         task_id = new_id()
         row = TaskRow(

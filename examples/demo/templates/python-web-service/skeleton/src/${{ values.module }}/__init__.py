@@ -1,0 +1,3 @@
+"""The ${{ values.name }} service."""
+
+__version__ = "0.1.0"
