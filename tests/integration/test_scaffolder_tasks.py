@@ -292,6 +292,28 @@ def test_unknown_templates_and_refs_are_clear_errors(scaffolder):
     assert "values" in wrong_type.text
 
 
+def test_a_template_with_an_unknown_action_or_a_bad_input_is_refused_at_ingestion(scaffolder):
+    body = TEMPLATE.format(name="broken").replace("action: debug:log", "action: debug:shout")
+    body = body.replace("catalogInfoPath: /catalog-info.yaml", "catalogInfoPath: 42")
+    folder = scaffolder.root / "broken"
+    write(folder / "template.yaml", body)
+
+    response = scaffolder.client.post(
+        "/api/v1/catalog/locations", json={"type": "file", "target": str(folder / "template.yaml")}
+    )
+
+    assert response.status_code == 201, response.text
+    location = response.json()["location"]["id"]
+    errors = scaffolder.client.get(f"/api/v1/catalog/locations/{location}").json()["status"]
+    text = json.dumps(errors["errors"])
+    assert "spec.steps[1].action: unknown action 'debug:shout'" in text
+    assert "spec.steps[3] (register)" in text and "catalogInfoPath" in text
+    missing = scaffolder.client.post(
+        TASKS, json={"templateRef": "template:default/broken", "values": {}}
+    )
+    assert missing.status_code == 404  # never entered the catalog
+
+
 def test_publishing_over_an_existing_repository_is_refused_and_nothing_is_overwritten(
     scaffolder, tmp_path
 ):
