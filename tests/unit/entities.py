@@ -27,7 +27,7 @@ MINIMAL_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     "Location": (BACKSTAGE, {}),
     "Template": (
         "scaffolder.backstage.io/v1beta3",
-        {"type": "service", "steps": [{"action": "fetch:plain"}]},
+        {"type": "service", "steps": [{"action": "fetch:plain", "input": {"url": "./skeleton"}}]},
     ),
 }
 

@@ -376,6 +376,20 @@ class _ExpressionUndefined(StrictUndefined):
     """Fails as soon as it is used; :func:`_undefined_message` names the missing path."""
 
 
+class Unanswered(Undefined):
+    """An optional question left unanswered, as Backstage treats it: empty in text, left
+    out of a step's input, and ``| default(...)`` applies. Anything more (an attribute of
+    it, arithmetic) fails like any undefined value."""
+
+
+class Answers(dict):  # type: ignore[type-arg]
+    """The form's answers (``parameters``, ``secrets``): a key nobody answered is
+    :class:`Unanswered` rather than an error."""
+
+    def __missing__(self, key: Any) -> Unanswered:
+        return Unanswered(name=str(key))
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
@@ -477,6 +491,8 @@ def _check_data(value: Any) -> None:
     stack = [value]
     while stack:
         item = stack.pop()
+        if isinstance(item, Unanswered):
+            continue
         if isinstance(item, Undefined):
             item._fail_with_undefined_error()
         if isinstance(item, Mapping):
@@ -491,6 +507,8 @@ def _finalize(value: Any) -> Any:
     """How a value shows inside text: as Backstage's JavaScript shows it, dicts as JSON."""
     budget = _budget()
     budget.tick()
+    if isinstance(value, Unanswered):
+        return ""
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
     if value is None:
@@ -612,6 +630,8 @@ def _missing_path(ast: nodes.Template, context: Mapping[str, Any]) -> str | None
                 value = value[key]
             except (KeyError, IndexError, TypeError):
                 return _format_path(path[: depth + 1])
+            if isinstance(value, Unanswered):  # used as if it had been answered
+                return _format_path(path[: depth + 1])
     return None
 
 
@@ -650,6 +670,8 @@ def _render_string(
         if expression is not None:
             ast = _compile(env, text).ast
             value = _compile_expression(expression)(**context)
+            if isinstance(value, Unanswered):
+                return None  # left out of the step's input
             _check_data(value)
             budget.add_output(_size(value, budget.limits.max_output_chars + 1))
             return value

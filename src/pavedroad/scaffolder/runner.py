@@ -19,6 +19,7 @@ from typing import Any
 from pavedroad.core.errors import ProblemError
 from pavedroad.scaffolder.actions import ActionCancelled, ActionContext, ActionRegistry
 from pavedroad.scaffolder.expressions import (
+    Answers,
     ExpressionLimits,
     render_cookiecutter,
     render_text,
@@ -31,14 +32,6 @@ from pavedroad.scaffolder.workspace import Workspace
 log = logging.getLogger("pavedroad.scaffolder")
 
 MAX_EACH_ITEMS = 1000
-
-
-class Answers(dict):  # type: ignore[type-arg]
-    """The form's answers: an optional question left unanswered is empty, as in Backstage
-    (``${{ parameters.system }}`` renders nothing; a step input it fills is left out)."""
-
-    def __missing__(self, key: Any) -> None:
-        return None
 
 
 def _without_nones(value: Any) -> Any:

@@ -1,16 +1,18 @@
-"""The process one scaffolder task runs in: ``python -m pavedroad.scaffolder.task_process``.
+"""The process one scaffolder task runs in.
 
-It reads ``{"settings": ..., "task": id, "secrets": {...}}`` from stdin, runs the task
-(its steps, or a template update) and writes the log and the result to the database.
-The worker that started it limits its memory and time and kills its process group when
-it must; everything this process does is bounded by that, whatever the template says.
+The task runner forks it (:func:`run_forked`) from a server process that has this module
+imported already, with the settings, the task's id and its secret answers. It runs the
+task (its steps, or a template update) and writes the log and the result to the
+database. The runner limits its memory and time and kills its process group when it
+must; everything this process does is bounded by that, whatever the template says.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -233,12 +235,19 @@ def dry_run_files(workspace: Workspace) -> list[dict[str, Any]]:
     return files
 
 
-def main() -> None:
-    payload = json.loads(sys.stdin.buffer.read())
-    settings = Settings(**payload["settings"])
-    process = TaskProcess(settings, payload["task"], payload.get("secrets") or {})
-    process.run()
-
-
-if __name__ == "__main__":
-    main()
+def run_forked(
+    payload: bytes, output: str, memory_limit: int, dropped_env: tuple[str, ...]
+) -> None:
+    """The task process's entry when forked by the task runner: lead a process group of
+    its own (killed as a whole), limit its address space, send its output to a file,
+    forget the platform's secrets in the environment, then run the task."""
+    os.setsid()
+    resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(descriptor, 1)
+    os.dup2(descriptor, 2)
+    os.close(descriptor)
+    for name in dropped_env:
+        os.environ.pop(name, None)
+    data = json.loads(payload)
+    TaskProcess(Settings(**data["settings"]), data["task"], data.get("secrets") or {}).run()
