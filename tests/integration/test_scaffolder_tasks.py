@@ -541,3 +541,35 @@ def test_an_update_of_a_project_at_the_newest_version_changes_nothing(scaffolder
     assert task["status"] == "completed" and task["output"]["upToDate"] is True
     repos = scaffolder.client.get("/api/v1/git/repos/checkout-team/current/pushes").json()
     assert len(repos["items"]) == 1  # no branch pushed
+
+
+def test_a_template_in_a_hosted_repository_runs_at_its_commit(scaffolder, tmp_path):
+    app = scaffolder.app
+    app.state.git.create("platform-team", "templates", "alice")
+    bare = app.state.git.root / "platform-team" / "templates.git"
+    work = tmp_path / "templates-work"
+    git("clone", "-q", str(bare), str(work))
+    write(work / "tiny" / "template.yaml", TEMPLATE.format(name="hosted-tiny"))
+    write(work / "tiny" / "skeleton" / "catalog-info.yaml", CATALOG_INFO)
+    write(work / "tiny" / "skeleton" / "app.py", APP)
+    git("add", "-A", cwd=work)
+    git("-c", "user.name=T", "-c", "user.email=t@x", "commit", "-qm", "template", cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    commit = git("rev-parse", "HEAD", cwd=work).strip()
+    public = app.state.settings.public_url
+    response = scaffolder.client.post(
+        "/api/v1/catalog/locations",
+        json={
+            "type": "url",
+            "target": f"{public}/repos/platform-team/templates/blob/tiny/template.yaml",
+        },
+    )
+    assert response.status_code == 201, response.text
+
+    task = scaffolder.run({"name": "from-hosted", "owner": "checkout-team"}, "hosted-tiny")
+
+    assert task["status"] == "completed", (task["error"], scaffolder.log(task["id"]))
+    assert task["templateVersion"] == commit
+    shown = git("--git-dir", str(app.state.git.root / "checkout-team" / "from-hosted.git"),
+                "show", "main:app.py")  # fmt: skip
+    assert "hello from from-hosted" in shown
