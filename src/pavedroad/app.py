@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -68,6 +69,7 @@ def create_app(
             runner.start()
         if consumer:
             consumer.start()
+            threading.Thread(target=scaffolder.warm_up, daemon=True).start()
         yield
         if consumer:
             consumer.stop_and_wait()

@@ -90,7 +90,8 @@ def test_create_clone_and_update_a_python_web_service(platform, tmp_path):
     followed = pave("task", "logs", "--follow", response.json()["id"], env=env, cwd=tmp_path)
     assert followed.returncode == 0, followed.stdout + followed.stderr
     assert "[publish] publish:git pushed" in followed.stdout
-    assert "Open in catalog: component:default/stock-levels" in followed.stdout
+    assert "Open in catalog: component:default/stock-levels (" in followed.stdout
+    assert "/catalog/default/component/stock-levels)" in followed.stdout
 
     # 2. clone it over HTTP with git, as a developer does
     remote = url.replace("http://", f"http://bob:{token}@") + "/git/checkout-team/stock-levels.git"

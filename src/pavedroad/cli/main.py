@@ -128,6 +128,7 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     )
     runner.start()
     consumer.start()
+    scaffolder.warm_up()
     try:
         while runner._thread and runner._thread.is_alive():
             runner._thread.join(1.0)
@@ -219,6 +220,7 @@ def _configure_logging(settings: Settings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("huey").setLevel(logging.WARNING)  # one line per job is noise
     from pavedroad.secrets.masking import install_log_masking, process_masker
 
     install_log_masking(process_masker())  # no secret the process handles is ever logged

@@ -303,6 +303,13 @@ def _print_event(event: dict[str, Any]) -> None:
         typer.echo(f"task {body.get('status')}{error}")
 
 
+def _entity_page(ref: str) -> str:
+    from pavedroad.catalog.refs import parse_ref
+
+    parsed = parse_ref(ref, "component")
+    return f"/catalog/{parsed.namespace}/{parsed.kind.lower()}/{parsed.name}"
+
+
 def _finish(client: Any, task_id: str) -> None:
     """Print the log as it comes, then the output; exit 1 unless the task completed."""
     after = 0
@@ -323,7 +330,9 @@ def _finish(client: Any, task_id: str) -> None:
     task = client.request("GET", f"/api/v1/scaffolder/tasks/{task_id}")
     output = task.get("output") or {}
     for link in output.get("links") or []:
-        target = link.get("url") or link.get("entityRef") or ""
+        target = link.get("url") or ""
+        if link.get("entityRef"):
+            target = f"{link['entityRef']} ({client.base}{_entity_page(link['entityRef'])})"
         typer.echo(f"{link.get('title') or 'link'}: {target}")
     for text in output.get("text") or []:
         typer.echo(f"{text.get('title') or ''}\n{text.get('content')}")

@@ -404,6 +404,14 @@ class TaskService:
 
     # -- running -----------------------------------------------------------------------
 
+    @staticmethod
+    def warm_up() -> None:
+        """Start the process tasks fork from now (it imports the scaffolder once, which
+        takes a second or two) rather than in the first task."""
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
     def execute(self, task_id: str) -> None:
         """The queue's handler: claim the task (or come back when a slot is free), run
         its child process to the end, and make sure the task ends in a final state."""
