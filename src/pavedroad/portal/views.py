@@ -17,6 +17,7 @@ from pavedroad.catalog.service import CatalogService
 from pavedroad.git import views as git_views
 from pavedroad.identity import views as identity_views
 from pavedroad.portal.templating import render, templates
+from pavedroad.scaffolder import views as scaffolder_views
 from pavedroad.secrets import views as secrets_views
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -32,6 +33,7 @@ PRECOMPILED = (
     *identity_views.PAGES,
     *secrets_views.PAGES,
     *git_views.PAGES,
+    *scaffolder_views.PAGES,
 )
 
 # Paths whose errors stay machine-readable whatever the client accepts.
@@ -44,6 +46,7 @@ def mount_portal(app: FastAPI) -> None:
     app.include_router(identity_views.router)
     app.include_router(secrets_views.router)
     app.include_router(git_views.router)
+    app.include_router(scaffolder_views.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

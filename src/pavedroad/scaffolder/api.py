@@ -15,7 +15,6 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from pavedroad.catalog.refs import parse_ref
-from pavedroad.core.errors import InputError, NotFoundError
 from pavedroad.identity.http import require
 from pavedroad.scaffolder.projects import ProjectStore
 from pavedroad.scaffolder.tasks import FINISHED, TaskService
@@ -289,26 +288,10 @@ def retry_task(request: Request, service: Tasks, task_id: str, body: Retry) -> d
     summary="Bring a project up to its template's newest version (a task)",
 )
 def create_update(request: Request, service: Tasks, body: NewUpdate) -> dict[str, Any]:
-    projects = ProjectStore(service.db, service.settings)
-    if body.repository:
-        row = projects.get(body.repository)
-    elif body.entityRef:
-        found = projects.for_entity(parse_ref(body.entityRef, "component").key)
-        if found is None:
-            raise NotFoundError(f"{body.entityRef} was not made from a template")
-        row = found
-    else:
-        raise InputError("name the project: entityRef or repository")
-    request.state.audit_target = row.repository
-    owner, _, name = row.repository.partition("/")
-    repo = service_git_repo(request, owner, name)
-    require(request, "git.repo.push", repo.owner_ref)
-    origin = projects.origin(row.repository)
-    values = dict(body.secrets)
-    return service.create(
-        origin.template_ref, values, _actor(request), kind="update", target=row.repository
+    request.state.audit_target = (body.repository or body.entityRef or "")[:400]
+    return service.start_update(
+        _actor(request),
+        repository=body.repository,
+        entity_ref=body.entityRef,
+        secrets=body.secrets,
     )
-
-
-def service_git_repo(request: Request, owner: str, name: str) -> Any:
-    return request.app.state.git.repo(owner, name)

@@ -242,6 +242,45 @@ class TaskService:
         self._enqueue(task_id)
         return self.describe(row)
 
+    def start_update(
+        self,
+        actor: Actor | None,
+        *,
+        repository: str | None = None,
+        entity_ref: str | None = None,
+        secrets: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A task bringing a project (named by its repository or its entity) up to its
+        template's newest version, once the caller is found allowed to push to it."""
+        from pavedroad.catalog.refs import parse_ref
+        from pavedroad.git.service import GitService
+        from pavedroad.identity.policy import decide
+        from pavedroad.scaffolder.projects import ProjectStore
+
+        projects = ProjectStore(self.db, self.settings)
+        if repository:
+            row = projects.get(repository)
+        elif entity_ref:
+            found = projects.for_entity(parse_ref(entity_ref, "component").key)
+            if found is None:
+                raise NotFoundError(f"{entity_ref[:400]} was not made from a template")
+            row = found
+        else:
+            raise InputError("name the project: its entity or its repository")
+        owner, _, name = row.repository.partition("/")
+        repo = GitService(self.db, self.settings).repo(owner, name)
+        if actor is not None:
+            with self.catalog.reader() as reader:
+                decision = decide(reader, actor, "git.repo.push", repo.owner_ref)
+            if not decision.allowed:
+                raise ForbiddenError(
+                    decision.reason, permission="git.repo.push", owners=decision.owners
+                )
+        origin = projects.origin(row.repository)
+        return self.create(
+            origin.template_ref, dict(secrets or {}), actor, kind="update", target=row.repository
+        )
+
     def _enqueue(self, task_id: str, delay: float | None = None) -> None:
         if self.queue is not None:
             self.queue.enqueue(JOB, task_id, delay=delay)
