@@ -12,11 +12,16 @@ Templates are untrusted input. Beyond Jinja's immutable sandbox:
   from strings, lists and mappings a short list of methods is allowed (with the
   JavaScript names Backstage authors use: ``toLowerCase``, ``startsWith``, ``length``...);
   anything starting with ``_`` and every other method is refused with :class:`TemplateError`;
-* ``*``, ``**`` and ``+`` refuse results over the output limit, ``%`` does not format
-  strings, ``range`` is capped by the sandbox (100 000), and the filters that take a size
-  (``center``, ``indent``, ``replace``, ``join``...) are checked before they run;
-* every attribute lookup, call, operator, filter and loop step checks the time limit, and
-  the output is produced piece by piece and stopped at the size limit.
+* ``*``, ``**``, ``+`` and ``~`` refuse results over the output limit (numbers over
+  65 536 bits too), ``%`` does not format strings, ``range`` is capped by the sandbox
+  (100 000), and the filters that take a size (``center``, ``indent``, ``replace``,
+  ``join``, ``wordwrap``...) are checked before they run;
+* only data turns into text: a function, method or generator given to ``string``, ``~``,
+  ``join``, ``dump``... is refused, never shown with its Python name and address;
+* every token read, attribute lookup, call, operator, filter and loop step checks the time
+  limit (so compiling a huge template is bounded too), the output is produced piece by
+  piece and stopped at the size limit, and what filters produce along the way counts
+  towards a larger limit of its own (a pipeline cannot fill memory item by item).
 
 The task runner adds the last layer: each task runs in its own process with a wall-clock
 kill, for whatever a check here misses.
@@ -37,8 +42,11 @@ from urllib.parse import parse_qs
 import jinja2
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.filters import make_attrgetter
+from jinja2.lexer import Token, TokenStream
 from jinja2.runtime import LoopContext, Macro, StrictUndefined, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
+from jinja2.visitor import NodeTransformer
 
 from pavedroad.catalog.refs import parse_ref
 from pavedroad.core.errors import InputError
@@ -54,7 +62,8 @@ __all__ = [
 # Delimiters that turn Jinja's statements and comments off: no template contains them.
 _NEVER_BLOCK = ("{%pavedroad-never-block%}", "{%pavedroad-never-block-end%}")
 _NEVER_COMMENT = ("{#pavedroad-never-comment#}", "{#pavedroad-never-comment-end#}")
-_MAX_POWER_BITS = 65_536
+_MAX_NUMBER_BITS = 65_536
+_NO_TEXT = "cannot be turned into text in templates"
 _SINGLE_EXPRESSION = re.compile(r"^\s*\$\{\{(.*)\}\}\s*$", re.DOTALL)
 
 
@@ -67,10 +76,12 @@ class TemplateError(InputError):
 
 @dataclass(frozen=True)
 class ExpressionLimits:
-    """How long one render may take and how many characters it may produce."""
+    """How long one render may take, how many characters it may produce, and how many its
+    filters may produce along the way (values it works with but never writes out)."""
 
     max_seconds: float = 2.0
     max_output_chars: int = 1_000_000
+    max_work_chars: int = 20_000_000
 
 
 class _Budget:
@@ -80,6 +91,7 @@ class _Budget:
         self.limits = limits
         self.deadline = time.monotonic() + limits.max_seconds
         self.output_chars = 0
+        self.work_chars = 0
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
@@ -99,6 +111,14 @@ class _Budget:
         if self.output_chars > self.limits.max_output_chars:
             raise TemplateError(
                 f"template output is longer than {self.limits.max_output_chars} characters"
+            )
+
+    def add_work(self, value: Any) -> None:
+        """Count what a filter produced, whether or not it is written out."""
+        self.work_chars += _size(value, self.limits.max_work_chars + 1)
+        if self.work_chars > self.limits.max_work_chars:
+            raise TemplateError(
+                f"the template's filters produced more than {self.limits.max_work_chars} characters"
             )
 
 
@@ -178,9 +198,22 @@ def project_slug(url: str) -> str:
     return f"{owner}/{parts['repo']}" if owner else parts["repo"]
 
 
+def _text(value: Any) -> str:
+    """``str(value)``, for data only."""
+    _check_data(value, _NO_TEXT)
+    return str(value)
+
+
 def _dump(value: Any, indent: int | None = None) -> str:
     _budget().check_size(_size(value, _budget().limits.max_output_chars + 1), "dump")
-    return json.dumps(value, indent=indent, default=str, ensure_ascii=False)
+    return json.dumps(value, indent=indent, default=_text, ensure_ascii=False)
+
+
+def _concat(items: list[Any]) -> str:
+    """What ``a ~ b`` gives (the sandbox does not see Jinja's own ``~``)."""
+    texts = [_text(item) for item in items]
+    _budget().check_size(sum(map(len, texts)), "concatenation")
+    return "".join(texts)
 
 
 def _checked_join(env: jinja2.Environment) -> Callable[..., Any]:
@@ -188,9 +221,12 @@ def _checked_join(env: jinja2.Environment) -> Callable[..., Any]:
 
     def checked(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
         items = list(value)
+        if attribute is not None:
+            items = list(map(make_attrgetter(eval_ctx.environment, attribute), items))
+        _check_data(items, _NO_TEXT)
         limit = _budget().limits.max_output_chars + 1
         _budget().check_size(_size(items, limit) + len(d) * len(items), "join")
-        return join(eval_ctx, items, d, attribute)
+        return join(eval_ctx, items, d)
 
     checked.jinja_pass_arg = join.jinja_pass_arg  # type: ignore[attr-defined]
     return checked
@@ -220,10 +256,56 @@ def _checked_width(name: str, filter_: Callable[..., Any]) -> Callable[..., Any]
     return checked
 
 
-def _with_deadline(filter_: Callable[..., Any]) -> Callable[..., Any]:
+def _checked_indent(filter_: Callable[..., Any]) -> Callable[..., Any]:
+    def checked(s: Any, width: Any = 4, first: bool = False, blank: bool = False) -> Any:
+        if isinstance(width, int):
+            _budget().check_size(width, "indent")
+        indention = len(width) if isinstance(width, str) else width
+        if isinstance(s, str) and isinstance(indention, int):
+            lines = len(s.splitlines()) + 1
+            _budget().check_size(len(s) + lines * max(indention, 0), "indent")
+        return filter_(s, width, first, blank)
+
+    return checked
+
+
+def _checked_wordwrap(filter_: Callable[..., Any]) -> Callable[..., Any]:
+    def checked(environment: Any, s: Any, *args: Any, **kwargs: Any) -> Any:
+        wrapstring = kwargs.get("wrapstring", args[2] if len(args) > 2 else None)
+        if wrapstring is None:
+            wrapstring = environment.newline_sequence
+        if isinstance(s, str) and isinstance(wrapstring, str):
+            # at most one line break per character of the text
+            _budget().check_size(len(s) * (1 + len(wrapstring)), "wordwrap")
+        return filter_(environment, s, *args, **kwargs)
+
+    checked.jinja_pass_arg = filter_.jinja_pass_arg  # type: ignore[attr-defined]
+    return checked
+
+
+def _takes_data(filter_: Callable[..., Any]) -> Callable[..., Any]:
+    """``filter_``, refusing a value that is not data (it would show as its Python repr)."""
+    position = 1 if hasattr(filter_, "jinja_pass_arg") else 0
+
     def checked(*args: Any, **kwargs: Any) -> Any:
-        _budget().tick()
+        if len(args) > position:
+            _check_data(args[position], _NO_TEXT)
         return filter_(*args, **kwargs)
+
+    if hasattr(filter_, "jinja_pass_arg"):
+        checked.jinja_pass_arg = filter_.jinja_pass_arg  # type: ignore[attr-defined]
+    return checked
+
+
+def _checked_filter(filter_: Callable[..., Any]) -> Callable[..., Any]:
+    """``filter_`` checking the time limit, its result counted towards the work limit."""
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        budget = _budget()
+        budget.tick()
+        result = filter_(*args, **kwargs)
+        budget.add_work(result)
+        return result
 
     if hasattr(filter_, "jinja_pass_arg"):
         checked.jinja_pass_arg = filter_.jinja_pass_arg  # type: ignore[attr-defined]
@@ -280,15 +362,35 @@ _PLAIN_FILTERS = [
     "upper",
     "urlencode",
     "wordcount",
-    "wordwrap",
 ]
-_WIDTH_FILTERS = ("center", "indent")
+# Filters that turn their value into text: given only data (see _takes_data).
+_TEXT_FILTERS = (
+    "capitalize",
+    "center",
+    "e",
+    "escape",
+    "forceescape",
+    "indent",
+    "lower",
+    "replace",
+    "string",
+    "striptags",
+    "title",
+    "trim",
+    "truncate",
+    "upper",
+    "urlencode",
+    "wordcount",
+    "wordwrap",
+)
 
 
 def _filters(env: jinja2.Environment) -> dict[str, Callable[..., Any]]:
     builtin = env.filters
     filters: dict[str, Callable[..., Any]] = {name: builtin[name] for name in _PLAIN_FILTERS}
-    filters.update({name: _checked_width(name, builtin[name]) for name in _WIDTH_FILTERS})
+    filters["center"] = _checked_width("center", builtin["center"])
+    filters["indent"] = _checked_indent(builtin["indent"])
+    filters["wordwrap"] = _checked_wordwrap(builtin["wordwrap"])
     filters["join"] = _checked_join(env)
     filters["replace"] = _checked_replace(env)
     filters["dump"] = _dump
@@ -297,7 +399,9 @@ def _filters(env: jinja2.Environment) -> dict[str, Callable[..., Any]]:
     filters["parseEntityRef"] = parse_entity_ref
     filters["pick"] = pick
     filters["projectSlug"] = project_slug
-    filters = {name: _with_deadline(f) for name, f in filters.items()}
+    filters["_pavedroad_concat"] = _concat
+    filters.update({name: _takes_data(filters[name]) for name in _TEXT_FILTERS})
+    filters = {name: _checked_filter(f) for name, f in filters.items()}
     filters["_pavedroad_iter"] = _guarded_iter
     return filters
 
@@ -462,6 +566,27 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         _budget().tick()
         return super().call(__context, __obj, *args, **kwargs)
 
+    def _tokenize(
+        self,
+        source: str,
+        name: str | None,
+        filename: str | None = None,
+        state: str | None = None,
+    ) -> TokenStream:
+        """The template's tokens, the time limit checked as they are read and parsed."""
+        stream = super()._tokenize(source, name, filename, state)
+        return TokenStream(_ticking(stream), name, filename)
+
+    def _generate(
+        self,
+        source: nodes.Template,
+        name: str | None,
+        filename: str | None,
+        defer_init: bool = False,
+    ) -> str:
+        """Python code for a template or an expression, with the sandbox's own hooks."""
+        return super()._generate(_Guarded().visit(source), name, filename, defer_init)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         budget = _budget()
         budget.tick()
@@ -474,19 +599,49 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                     budget.check_size(_size(seq, limit) * max(times, 0), "repetition")
         if operator == "+" and isinstance(left, (str, list, tuple)):
             budget.check_size(_size(left, limit) + _size(right, limit), "concatenation")
-        if (
-            operator == "**"
-            and isinstance(left, int)
-            and isinstance(right, int)
-            and abs(left) > 1
-            and right > 0
-            and left.bit_length() * right > _MAX_POWER_BITS
-        ):
-            raise SecurityError(f"{left} ** {right} is too large a number")
+        if isinstance(left, int) and isinstance(right, int):
+            _check_number_size(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
 
-def _check_data(value: Any) -> None:
+def _check_number_size(operator: str, left: int, right: int) -> None:
+    """Refuse ``*`` and ``**`` of whole numbers whose result would pass the bit limit (the
+    numbers themselves are not shown: they may be too long to print)."""
+    if operator == "*" and left.bit_length() + right.bit_length() > _MAX_NUMBER_BITS:
+        raise SecurityError(f"the product is too large a number (over {_MAX_NUMBER_BITS} bits)")
+    if (
+        operator == "**"
+        and abs(left) > 1
+        and right > 0
+        and left.bit_length() * right > _MAX_NUMBER_BITS
+    ):
+        raise SecurityError(f"the power is too large a number (over {_MAX_NUMBER_BITS} bits)")
+
+
+def _ticking(tokens: TokenStream) -> Iterator[Token]:
+    budget = _budget_var.get()
+    for token in tokens:
+        if budget is not None:
+            budget.tick()
+        yield token
+
+
+class _Guarded(NodeTransformer):
+    """Routes what Jinja does without asking the sandbox through its checks: ``{% for %}``
+    loops tick the time limit, ``~`` joins only data within the size limit."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, "_pavedroad_iter", [], [], None, None)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        items = nodes.List(node.nodes, lineno=node.lineno)
+        return nodes.Filter(items, "_pavedroad_concat", [], [], None, None, lineno=node.lineno)
+
+
+def _check_data(value: Any, problem: str = "is not a value templates can give") -> None:
     """Refuse anything but JSON-like data as an expression's value (``${{ self }}``...)."""
     stack = [value]
     while stack:
@@ -500,7 +655,7 @@ def _check_data(value: Any) -> None:
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
         elif not (item is None or isinstance(item, (str, int, float))):
-            raise SecurityError(f"a {type(item).__name__} is not a value templates can give")
+            raise SecurityError(f"a {type(item).__name__} {problem}")
 
 
 def _finalize(value: Any) -> Any:
@@ -559,8 +714,6 @@ def _compile_cached(env: _Sandbox, source: str) -> _Compiled:
 
 def _compile_new(env: _Sandbox, source: str) -> _Compiled:
     ast = env.parse(source)
-    for loop in ast.find_all(nodes.For):
-        loop.iter = nodes.Filter(loop.iter, "_pavedroad_iter", [], [], None, None)
     return _Compiled(ast, env.from_string(ast))
 
 

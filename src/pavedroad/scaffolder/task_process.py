@@ -14,6 +14,7 @@ import os
 import resource
 import shutil
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -138,6 +139,13 @@ class TaskProcess:
             message = self.log.masker.mask(exc.detail)
             self.log.log(None, f"failed: {message}")
             finish_task(self.db, self.task_id, "failed", error=message)
+        except Exception as exc:  # a bug, here or in a plugin: the task still ends, saying so
+            traceback.print_exc()  # to the output file the runner keeps the tail of
+            message = self.log.masker.mask(f"{type(exc).__name__}: {exc}")
+            self.log.log(None, f"failed unexpectedly: {message}")
+            finish_task(
+                self.db, self.task_id, "failed", error=f"the task failed unexpectedly: {message}"
+            )
         else:
             status = "cancelled" if self.log.cancelled() else "completed"
             finish_task(self.db, self.task_id, status, output=output)

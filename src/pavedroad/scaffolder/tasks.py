@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from collections.abc import Mapping
@@ -510,6 +511,8 @@ class TaskService:
         )
         child.start()
         reason = self._watch(task_id, child, limits.task_timeout_seconds)
+        if not limits.keep_workspaces:  # a killed child never cleaned up after itself
+            shutil.rmtree(self.root / task_id, ignore_errors=True)
         tail = _tail(output)
         output.unlink(missing_ok=True)
         if self.row(task_id).status not in FINISHED:

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 API_VERSION = "scaffolder.backstage.io/v1beta3"
+MAX_STEPS = 200
 
 # Keys whose value maps names to schemas: their keys are names, never ``ui:`` hints.
 _NAMED_SCHEMAS = ("properties", "patternProperties", "definitions", "$defs")
@@ -205,6 +206,11 @@ def _step_problems(
         return set()
     if not isinstance(steps, list):
         problems.append("spec.steps: must be a list")
+        return set()
+    if len(steps) > MAX_STEPS:
+        problems.append(
+            f"spec.steps: a template may have at most {MAX_STEPS} steps, not {len(steps)}"
+        )
         return set()
     seen: set[str] = set()
     for index, step in enumerate(steps):

@@ -11,14 +11,19 @@ be rendered again later (template updates), even after the source moved on.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import re
 import stat
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -42,11 +47,17 @@ _GIT_ENV = {
     "GIT_COMMITTER_NAME": "Pavedroad",
     "GIT_COMMITTER_EMAIL": "pavedroad@localhost",
 }
+# What git says when it cannot get memory (a task's memory limit applies to its git too).
+_OUT_OF_MEMORY = re.compile(r"out of memory|cannot allocate memory", re.IGNORECASE)
 
 
 class TemplateSourceError(InputError):
     title = "Template source unavailable"
     type_slug = "template-source"
+
+
+class TemplateHistoryError(TemplateSourceError):
+    """git could not record or read a version of the template."""
 
 
 @dataclass(frozen=True)
@@ -83,13 +94,16 @@ class TemplateVersions:
             existing = self.get(ref, version)
             if existing is not None:
                 return existing
-            parent = _git_or_none(history, "rev-parse", "--verify", "-q", "refs/heads/main")
-            args = ["commit-tree", tree, "-m", f"{ref} at {version}"]
-            if parent:
-                args += ["-p", parent]
-            commit = _git(history, *args).strip()
-            _git(history, "update-ref", f"refs/versions/{version}", commit)
-            _git(history, "update-ref", "refs/heads/main", commit)
+            with _locked(history):  # one writer of the history at a time
+                if _git_or_none(history, "rev-parse", "-q", "--verify", f"refs/versions/{version}"):
+                    return self._insert(ref, version, entity, location)
+                parent = _git_or_none(history, "rev-parse", "--verify", "-q", "refs/heads/main")
+                args = ["commit-tree", tree, "-m", f"{ref} at {version}"]
+                if parent:
+                    args += ["-p", parent]
+                commit = _git(history, *args).strip()
+                _git(history, "update-ref", f"refs/versions/{version}", commit)
+                _git(history, "update-ref", "refs/heads/main", commit)
         return self._insert(ref, version, entity, location)
 
     def _insert(
@@ -159,22 +173,8 @@ class TemplateVersions:
         if _git_or_none(history, "rev-parse", "--verify", "-q", f"refs/versions/{version}") is None:
             raise NotFoundError(f"{template_ref} has no recorded version {version}")
         target.mkdir(parents=True, exist_ok=False, mode=0o700)
-        archive = subprocess.run(
-            [
-                "git",
-                "--git-dir",
-                str(history),
-                "archive",
-                "--format=tar",
-                f"refs/versions/{version}",
-            ],
-            capture_output=True,
-            timeout=GIT_TIMEOUT_SECONDS,
-            env=_env(),
-            check=True,
-        ).stdout
         with tempfile.TemporaryFile() as handle:
-            handle.write(archive)
+            _git_output(history, "archive", "--format=tar", f"refs/versions/{version}", into=handle)
             handle.seek(0)
             with tarfile.open(fileobj=handle) as tar:
                 # the "tar" filter keeps symbolic links (the skeleton check refuses them
@@ -222,22 +222,23 @@ class TemplateVersions:
             commit = reader.commit(repo, file)
             folder_path = str(PurePosixPath(file.path).parent)
             spec = commit if folder_path in ("", ".") else f"{commit}:{folder_path}"
-            archive = subprocess.run(
-                ["git", "--git-dir", str(repo), "archive", "--format=tar", spec],
-                capture_output=True,
-                timeout=GIT_TIMEOUT_SECONDS,
-                env=_env(),
-                check=False,
-            )
-            if archive.returncode != 0:
-                raise TemplateSourceError(
-                    f"cannot read the template's folder from {file.repository}: "
-                    + archive.stderr.decode(errors="replace").strip()
-                )
+            self._check_sizes(_tree_files(repo, spec))  # before a byte of it is read
             folder = scratch / "template"
             folder.mkdir()
             with tempfile.TemporaryFile() as handle:
-                handle.write(archive.stdout)
+                archive = subprocess.run(
+                    ["git", "--git-dir", str(repo), "archive", "--format=tar", spec],
+                    stdout=handle,
+                    stderr=subprocess.PIPE,
+                    timeout=GIT_TIMEOUT_SECONDS,
+                    env=_env(),
+                    check=False,
+                )
+                if archive.returncode != 0:
+                    raise TemplateSourceError(
+                        f"cannot read the template's folder from {file.repository}: "
+                        + archive.stderr.decode(errors="replace").strip()
+                    )
                 handle.seek(0)
                 with tarfile.open(fileobj=handle) as tar:
                     tar.extractall(folder, filter="tar")
@@ -247,27 +248,58 @@ class TemplateVersions:
         )
 
     def _check_size(self, folder: Path) -> None:
+        self._check_sizes(_folder_files(folder))
+
+    def _check_sizes(self, sizes: Iterable[tuple[str, int]]) -> None:
+        """Refuse a template whose files (``(path, bytes)``) are more than a task may write."""
         limits = self.settings.scaffolder
         files = total = 0
-        for directory, dirs, names in os.walk(folder):
-            dirs[:] = [d for d in dirs if d != ".git"]
-            for name in names:
-                info = os.lstat(Path(directory, name))
-                if not stat.S_ISREG(info.st_mode):
-                    continue
-                files += 1
-                total += info.st_size
-                if info.st_size > limits.max_file_bytes:
-                    raise TemplateSourceError(
-                        f"the template's {Path(directory, name).relative_to(folder)} is "
-                        f"{info.st_size} bytes; a template file may have at most "
-                        f"{limits.max_file_bytes} (scaffolder.max_file_bytes)"
-                    )
+        for path, size in sizes:
+            files += 1
+            total += size
+            if size > limits.max_file_bytes:
+                raise TemplateSourceError(
+                    f"the template's {path} is {size} bytes; a template file may have at "
+                    f"most {limits.max_file_bytes} (scaffolder.max_file_bytes)"
+                )
         if files > limits.max_workspace_files or total > limits.max_workspace_bytes:
             raise TemplateSourceError(
                 f"the template's folder holds {files} files, {total} bytes: more than a task "
                 "may write (scaffolder.max_workspace_files / max_workspace_bytes)"
             )
+
+
+def _folder_files(folder: Path) -> Iterator[tuple[str, int]]:
+    """The regular files under ``folder`` (not in .git folders) with their sizes."""
+    for directory, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in names:
+            info = os.lstat(Path(directory, name))
+            if stat.S_ISREG(info.st_mode):
+                yield Path(directory, name).relative_to(folder).as_posix(), info.st_size
+
+
+def _tree_files(repo: Path, spec: str) -> list[tuple[str, int]]:
+    """The regular files of the git tree ``spec`` with their sizes, as git's object
+    database records them (no file is read)."""
+    listing = _git_output(repo, "ls-tree", "-r", "-l", "-z", spec).decode(errors="replace")
+    files: list[tuple[str, int]] = []
+    for entry in filter(None, listing.split("\0")):
+        info, _, path = entry.partition("\t")
+        mode, kind, _object, size = info.split()
+        if kind == "blob" and mode in ("100644", "100755"):
+            files.append((path, int(size)))
+    return files
+
+
+@contextmanager
+def _locked(history: Path) -> Iterator[None]:
+    with open(history / "pavedroad.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _version(row: TemplateVersionRow) -> TemplateVersion:
@@ -278,23 +310,42 @@ def _env() -> dict[str, str]:
     return {**os.environ, **_GIT_ENV}
 
 
-def _git(history: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        ["git", "--git-dir", str(history), *args],
-        capture_output=True,
-        timeout=GIT_TIMEOUT_SECONDS,
-        env=env or _env(),
-        check=False,
-    )
+def _git_output(
+    history: Path, *args: str, env: dict[str, str] | None = None, into: IO[bytes] | None = None
+) -> bytes:
+    """What ``git --git-dir history args`` writes (written ``into`` a file instead, if given);
+    :class:`TemplateHistoryError` when it fails, :class:`MemoryError` when it (or starting
+    it) runs out of memory."""
+    command = next((arg for arg in args if not arg.startswith("-")), "")
+    try:
+        result = subprocess.run(
+            ["git", "--git-dir", str(history), *args],
+            stdout=into or subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            timeout=GIT_TIMEOUT_SECONDS,
+            env=env or _env(),
+            check=False,
+        )
+    except OSError as error:
+        if error.errno == errno.ENOMEM:
+            raise MemoryError(f"git {command}: {error.strerror}") from None
+        raise
     if result.returncode != 0:
-        raise RuntimeError(f"git {args[0]}: {result.stderr.decode(errors='replace').strip()}")
-    return result.stdout.decode()
+        message = result.stderr.decode(errors="replace").strip()
+        if _OUT_OF_MEMORY.search(message):
+            raise MemoryError(f"git {command}: {message}")
+        raise TemplateHistoryError(f"cannot keep the template's version: git {command}: {message}")
+    return result.stdout or b""
+
+
+def _git(history: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    return _git_output(history, *args, env=env).decode()
 
 
 def _git_or_none(history: Path, *args: str) -> str | None:
     try:
         return _git(history, *args).strip() or None
-    except RuntimeError:
+    except TemplateHistoryError:
         return None
 
 
@@ -302,5 +353,5 @@ def _index_tree(history: Path, folder: Path) -> str:
     """git's tree hash of ``folder`` (stored in ``history``), nested .git folders left out."""
     with tempfile.TemporaryDirectory(prefix="pavedroad-index-") as scratch:
         env = {**_env(), "GIT_INDEX_FILE": str(Path(scratch) / "index")}
-        _git(history, "--work-tree", str(folder), "add", "--all", "--force", ".", env=env)
+        _git(history, f"--work-tree={folder}", "add", "--all", "--force", ".", env=env)
         return _git(history, "write-tree", env=env).strip()

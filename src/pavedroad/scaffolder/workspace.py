@@ -157,9 +157,14 @@ class Workspace:
         except OSError as error:
             raise ActionError(f"cannot read {label}: {error.strerror}") from None
         with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
                 raise ActionError(f"{label} is not a regular file")
-            data = handle.read(self.limits.max_file_bytes + 1)
+            self._check_file_size(label, info.st_size)
+            # read(n) allocates n bytes at once: ask for what the file holds, not the limit
+            data = handle.read(info.st_size + 1)
+            if len(data) > info.st_size:  # it grew meanwhile
+                data += handle.read(self.limits.max_file_bytes + 1 - len(data))
         self._check_file_size(label, len(data))
         return data
 
