@@ -99,6 +99,12 @@ class ScaffolderSettings(BaseModel):
     max_workspace_bytes: int = Field(default=500 * 1024 * 1024, ge=1024)  # all of them
     max_workspace_files: int = Field(default=20_000, ge=10)
     keep_workspaces: bool = False  # keep finished tasks' workspaces (for debugging)
+    # A running task whose worker has not sent a heartbeat (every 5 s) for this long is
+    # failed: its worker died. Keep it well above the heartbeat interval.
+    lost_after_seconds: int = Field(default=60, ge=10)
+    # An open task queued this long ago, which no worker has taken, is queued again
+    # (its message was lost, e.g. with a Redis that restarted empty).
+    requeue_after_seconds: int = Field(default=30, ge=5)
 
 
 class YamlLimits(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,8 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
         f"pave worker: processing background work for {_redact(settings.resolved_database_url)}"
         f" and jobs from {_redact(queue.url)} with {settings.workers} worker thread(s)"
     )
+    # SIGTERM (systemd, Kubernetes) stops the worker as Ctrl-C does: jobs get to finish
+    signal.signal(signal.SIGTERM, _interrupt)
     runner.start()
     consumer.start()
     scaffolder.warm_up()
@@ -137,6 +140,10 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     finally:
         consumer.stop_and_wait()
         runner.stop()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,13 +41,23 @@ class BackgroundRunner:
 
     def run_once(self) -> None:
         for reconciler in self.reconcilers:
-            try:
-                reconciler.run()
-            except Exception:  # one failing reconciler must not stop the others
-                log.exception("background task %s failed", reconciler.name)
+            self._run(reconciler)
+
+    @staticmethod
+    def _run(reconciler: Reconciler) -> None:
+        try:
+            reconciler.run()
+        except Exception:  # one failing reconciler must not stop the others
+            log.exception("background task %s failed", reconciler.name)
 
     def _loop(self) -> None:
-        interval = min((r.interval_seconds for r in self.reconcilers), default=2.0)
+        """Each reconciler on its own interval; the loop wakes for the soonest one due."""
+        due = {id(r): 0.0 for r in self.reconcilers}
         while not self._stop.is_set():
-            self.run_once()
-            self._stop.wait(interval)
+            now = time.monotonic()
+            for reconciler in self.reconcilers:
+                if now >= due[id(reconciler)]:
+                    self._run(reconciler)
+                    due[id(reconciler)] = time.monotonic() + reconciler.interval_seconds
+            soonest = min(due.values(), default=time.monotonic() + 2.0)
+            self._stop.wait(max(0.05, soonest - time.monotonic()))

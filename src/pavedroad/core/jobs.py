@@ -15,6 +15,7 @@ again by the owning domain's reconciler.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from huey import RedisHuey, SqliteHuey
 from huey.api import Huey, TaskWrapper
 from huey.consumer import Consumer
 
+from pavedroad.core.errors import ProblemError
 from pavedroad.settings import Settings
 
 log = logging.getLogger("pavedroad.jobs")
@@ -72,18 +74,44 @@ class JobQueue:
         )
 
 
+class QueueSettingsError(ProblemError):
+    """``queue_url`` names a queue this platform cannot use."""
+
+    status = 500
+    title = "Invalid queue settings"
+    type_slug = "invalid-queue-settings"
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,19}")
+
+
 def _huey_for(settings: Settings) -> Huey:
     if settings.queue_url:
-        if not settings.queue_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(
-                f"queue_url must be a redis:// URL (or unset for the embedded queue), "
-                f"not {settings.queue_url.split(':', 1)[0]}:"
-            )
-        return RedisHuey("pavedroad", url=settings.queue_url, results=False, utc=True)
+        return _redis_huey(settings.queue_url)
     settings.ensure_home()
     return SqliteHuey(
         "pavedroad", filename=str(settings.home / "queue.db"), results=False, utc=True, timeout=30
     )
+
+
+def _redis_huey(url: str) -> Huey:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in REDIS_SCHEMES:
+        # the scheme only: the rest of a URL may hold a password
+        shown = f"{scheme}://…" if _SCHEME.fullmatch(scheme) else "a value without a scheme"
+        raise QueueSettingsError(
+            "queue_url (PAVEDROAD_QUEUE_URL) must be a redis://, rediss:// or unix:// URL "
+            f"(or unset for the embedded queue in PAVEDROAD_HOME), not {shown}"
+        )
+    try:
+        import redis  # noqa: F401  (huey's Redis storage needs it)
+    except ImportError:
+        raise QueueSettingsError(
+            "queue_url is a Redis URL, but the redis package is not installed: "
+            "pip install 'pavedroad[redis]'"
+        ) from None
+    return RedisHuey("pavedroad", url=url, results=False, utc=True)
 
 
 class EmbeddedConsumer(Consumer):  # type: ignore[misc]

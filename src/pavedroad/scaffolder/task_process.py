@@ -9,13 +9,17 @@ must; everything this process does is bounded by that, whatever the template say
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import shutil
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping
+from multiprocessing.connection import Connection
 from typing import Any
 
 from pavedroad.catalog.service import CatalogService
@@ -244,12 +248,17 @@ def dry_run_files(workspace: Workspace) -> list[dict[str, Any]]:
 
 
 def run_forked(
-    payload: bytes, output: str, memory_limit: int, dropped_env: tuple[str, ...]
+    payload: bytes,
+    output: str,
+    memory_limit: int,
+    dropped_env: tuple[str, ...],
+    worker_alive: Connection,
 ) -> None:
     """The task process's entry when forked by the task runner: lead a process group of
     its own (killed as a whole), limit its address space, send its output to a file,
     forget the platform's secrets in the environment, then run the task."""
     os.setsid()
+    _end_with_worker(worker_alive)
     resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(descriptor, 1)
@@ -259,3 +268,17 @@ def run_forked(
         os.environ.pop(name, None)
     data = json.loads(payload)
     TaskProcess(Settings(**data["settings"]), data["task"], data.get("secrets") or {}).run()
+
+
+def _end_with_worker(worker_alive: Connection) -> None:
+    """Kill this process group when the worker that started the task dies (it holds the
+    other end of ``worker_alive``; the kernel closes it however the worker ends): the
+    fork server that is this process's parent outlives the worker, so a parent-death
+    signal would not do."""
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            worker_alive.recv()  # nothing is ever sent: this returns when the worker ends
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="worker-watch", daemon=True).start()

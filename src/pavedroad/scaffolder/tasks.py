@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -62,8 +63,6 @@ FINISHED = ("completed", "failed", "cancelled")
 _TASK_PROCESSES = multiprocessing.get_context("forkserver")
 _TASK_PROCESSES.set_forkserver_preload(["pavedroad.scaffolder.task_process"])
 HEARTBEAT_SECONDS = 5.0
-LOST_AFTER = timedelta(seconds=60)  # a running task whose worker is silent this long is lost
-REQUEUE_AFTER = timedelta(seconds=30)  # an open task queued this long ago is queued again
 CANCEL_GRACE_SECONDS = 10.0
 NO_SLOT_DELAY_SECONDS = 0.5
 STDERR_TAIL_BYTES = 4000
@@ -486,7 +485,8 @@ class TaskService:
             row.status = "processing"
             row.started_at = now
             row.heartbeat_at = now
-        self.add_event(task_id, "status", None, {"status": "processing"})
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.add_event(task_id, "status", None, {"status": "processing", "worker": worker})
         return True
 
     def _supervise(self, task_id: str) -> None:
@@ -504,13 +504,25 @@ class TaskService:
 
         output = self.root / f"{task_id}.output"
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # the child ends itself when this end closes, that is, when this worker dies
+        worker_alive, alive_end = _TASK_PROCESSES.Pipe(duplex=False)
         child = _TASK_PROCESSES.Process(
             target=task_process.run_forked,
-            args=(payload, str(output), limits.task_memory_mb * 1024 * 1024, _CHILD_ENV_DROPPED),
+            args=(
+                payload,
+                str(output),
+                limits.task_memory_mb * 1024 * 1024,
+                _CHILD_ENV_DROPPED,
+                worker_alive,
+            ),
             name=f"pavedroad-task-{task_id}",
         )
-        child.start()
-        reason = self._watch(task_id, child, limits.task_timeout_seconds)
+        try:
+            child.start()
+            worker_alive.close()
+            reason = self._watch(task_id, child, limits.task_timeout_seconds)
+        finally:
+            alive_end.close()
         if not limits.keep_workspaces:  # a killed child never cleaned up after itself
             shutil.rmtree(self.root / task_id, ignore_errors=True)
         tail = _tail(output)
