@@ -1,0 +1,1 @@
+"""CI/CD pipelines: `.pavedroad/pipeline.yaml` files modelled on GitHub Actions workflows."""
