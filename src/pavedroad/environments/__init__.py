@@ -1,0 +1,1 @@
+"""Environments and what runs in them: releases, deployments, promotion, previews."""
