@@ -24,6 +24,7 @@ DEMO_KIND_COUNTS = {
     "Environment": 3,
     "Group": 9,
     "Location": 2,
+    "PipelineTemplate": 3,
     "Resource": 4,
     "System": 3,
     "Template": 3,

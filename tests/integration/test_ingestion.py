@@ -46,7 +46,7 @@ def test_demo_organisation_ingests_without_errors(catalog):
         summary = reader.location_status(location.id)
         assert summary["entities"] == DEMO_TOTAL
         # 15 targets of catalog-info.yaml plus catalog-info.yaml itself
-        assert len(summary["sources"]) == 19
+        assert len(summary["sources"]) == 22
         assert reader.processing_summary()["sources_with_errors"] == 0
     for entity in entities:
         assert entity["metadata"]["uid"] and entity["metadata"]["etag"]

@@ -17,6 +17,7 @@ BUILTIN_PLUGINS = (
     "pavedroad.scaffolder.builtin",
     "pavedroad.scaffolder.actions",
     "pavedroad.scaffolder.platform_actions",
+    "pavedroad.pipelines.builtin",
 )
 
 
