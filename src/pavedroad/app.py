@@ -34,6 +34,9 @@ from pavedroad.identity import web as identity_web
 from pavedroad.identity.http import AuthenticationMiddleware
 from pavedroad.identity.service import IdentityService
 from pavedroad.identity.sessions import SessionService
+from pavedroad.pipelines import api as pipelines_api
+from pavedroad.pipelines.dispatch import JobQueues
+from pavedroad.pipelines.runs import PipelineService
 from pavedroad.scaffolder import api as scaffolder_api
 from pavedroad.scaffolder.tasks import TaskService
 from pavedroad.secrets import api as secrets_api
@@ -59,19 +62,30 @@ def create_app(
     git_service.import_spool()  # pushes made while the platform was down
     queue = JobQueue(settings)
     scaffolder = TaskService(db, settings, catalog, secrets, queue)
-    reconcilers = background_reconcilers(catalog, secrets, git_service, scaffolder)
+    pipelines = PipelineService(db, settings, catalog, secret_store=secrets)
+    job_queues = JobQueues(settings, pipelines.execute_job)
+    pipelines.queues = job_queues
+    reconcilers = background_reconcilers(catalog, secrets, git_service, scaffolder, pipelines)
     runner = BackgroundRunner(reconcilers) if background else None
-    consumer = queue.consumer(settings.workers) if background else None
+    consumers = (
+        [
+            queue.consumer(settings.workers),
+            *job_queues.consumers(settings.pipelines.labels, settings.pipelines.workers),
+        ]
+        if background
+        else []
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runner:
             runner.start()
-        if consumer:
+        for consumer in consumers:
             consumer.start()
+        if consumers:
             threading.Thread(target=scaffolder.warm_up, daemon=True).start()
         yield
-        if consumer:
+        for consumer in consumers:
             consumer.stop_and_wait()
         if runner:
             runner.stop()
@@ -91,6 +105,7 @@ def create_app(
     app.state.git = git_service
     app.state.queue = queue
     app.state.scaffolder = scaffolder
+    app.state.pipelines = pipelines
     app.state.identity = IdentityService(db)
     app.state.sessions = SessionService(db, settings, app.state.identity)
     app.add_middleware(
@@ -121,6 +136,7 @@ def create_app(
     app.include_router(git_webhooks.router)
     app.include_router(git_http.router)
     app.include_router(scaffolder_api.router)
+    app.include_router(pipelines_api.router)
     _add_operational_routes(app, catalog)
     from pavedroad.portal.views import mount_portal
 
@@ -134,12 +150,15 @@ def background_reconcilers(
     secrets: SecretStore,
     git_service: GitService,
     scaffolder: TaskService,
+    pipelines: PipelineService,
 ) -> list[Reconciler]:
     return [
         Reconciler("catalog-refresh", catalog.refresh_due, interval_seconds=2.0),
         Reconciler("secret-rotation", secrets.rotate_due, interval_seconds=30.0),
         Reconciler("git-push-spool", git_service.import_spool, interval_seconds=2.0),
         Reconciler("scaffolder-recovery", scaffolder.recover, interval_seconds=10.0),
+        Reconciler("pipeline-triggers", pipelines.start_pushed, interval_seconds=2.0),
+        Reconciler("pipeline-recovery", pipelines.recover, interval_seconds=10.0),
     ]
 
 

@@ -107,6 +107,13 @@ class ScaffolderSettings(BaseModel):
     requeue_after_seconds: int = Field(default=30, ge=5)
 
 
+class PipelinesSettings(BaseModel):
+    # The runs-on labels this process's workers take jobs for (besides jobs without one).
+    labels: list[str] = Field(default_factory=lambda: ["local"])
+    workers: int = Field(default=2, ge=0, le=64)  # jobs run at once by this process (0: none)
+    max_step_log_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # then it is cut
+
+
 class YamlLimits(BaseModel):
     max_bytes: int = Field(default=1024 * 1024, ge=1)
     max_depth: int = Field(default=64, ge=2)
@@ -134,6 +141,7 @@ class Settings(BaseSettings):
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     git: GitSettings = Field(default_factory=GitSettings)
     scaffolder: ScaffolderSettings = Field(default_factory=ScaffolderSettings)
+    pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
     # Seals every secret's data key (base64 of 32 bytes); unset: $PAVEDROAD_HOME/master.key.
     master_key: SecretStr | None = None
     # Keys that were current before a rotation, while servers still hold data keys by them.

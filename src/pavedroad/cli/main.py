@@ -14,6 +14,7 @@ from pavedroad.catalog.cli import catalog_app
 from pavedroad.cli.output import fail
 from pavedroad.git.cli import repo_app
 from pavedroad.identity.cli import can, login, logout, token_app, user_app, whoami
+from pavedroad.pipelines.cli import pipeline_app
 from pavedroad.scaffolder.cli import task_app, template_app
 from pavedroad.secrets.cli import secret_app
 from pavedroad.settings import Settings
@@ -31,6 +32,7 @@ app.add_typer(secret_app, name="secret")
 app.add_typer(repo_app, name="repo")
 app.add_typer(template_app, name="template")
 app.add_typer(task_app, name="task")
+app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(
     secret_app, name="secrets", hidden=True
 )  # `pave secrets rotate-master-key` reads well
@@ -105,6 +107,8 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     from pavedroad.core.db import database_for
     from pavedroad.core.jobs import JobQueue
     from pavedroad.git.service import GitService
+    from pavedroad.pipelines.dispatch import JobQueues
+    from pavedroad.pipelines.runs import PipelineService
     from pavedroad.scaffolder.tasks import TaskService
     from pavedroad.secrets.service import SecretStore
 
@@ -118,19 +122,31 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     catalog = CatalogService(db, settings)
     queue = JobQueue(settings)
     scaffolder = TaskService(db, settings, catalog, secrets, queue)
-    runner = BackgroundRunner(background_reconcilers(catalog, secrets, git_service, scaffolder))
+    pipelines = PipelineService(db, settings, catalog, secret_store=secrets)
+    job_queues = JobQueues(settings, pipelines.execute_job)
+    pipelines.queues = job_queues
+    runner = BackgroundRunner(
+        background_reconcilers(catalog, secrets, git_service, scaffolder, pipelines)
+    )
     if once:
         runner.run_once()
         return
-    consumer = queue.consumer(settings.workers)
+    labels = settings.pipelines.labels
+    consumers = [
+        queue.consumer(settings.workers),
+        *job_queues.consumers(labels, settings.pipelines.workers),
+    ]
     typer.echo(
         f"pave worker: processing background work for {_redact(settings.resolved_database_url)}"
-        f" and jobs from {_redact(queue.url)} with {settings.workers} worker thread(s)"
+        f" and jobs from {_redact(queue.url)} with {settings.workers} worker thread(s);"
+        f" pipeline jobs labelled {', '.join(labels) or '(none)'} or unlabelled,"
+        f" {settings.pipelines.workers} at a time"
     )
     # SIGTERM (systemd, Kubernetes) stops the worker as Ctrl-C does: jobs get to finish
     signal.signal(signal.SIGTERM, _interrupt)
     runner.start()
-    consumer.start()
+    for consumer in consumers:
+        consumer.start()
     scaffolder.warm_up()
     try:
         while runner._thread and runner._thread.is_alive():
@@ -138,7 +154,8 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     except KeyboardInterrupt:
         pass
     finally:
-        consumer.stop_and_wait()
+        for consumer in consumers:
+            consumer.stop_and_wait()
         runner.stop()
 
 

@@ -15,6 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from pavedroad.catalog.kinds import KindSchema
     from pavedroad.catalog.processing import EntityProcessor, EntityProvider, LocationReader
+    from pavedroad.pipelines.steps import StepType
     from pavedroad.scaffolder.actions import Action
     from pavedroad.settings import Settings
 
@@ -69,3 +70,9 @@ def pavedroad_event(event: Any, db: Any) -> None:
 def pavedroad_scaffolder_actions() -> list[Action]:  # type: ignore[empty-body]
     """Scaffolder actions (``fetch:template``, or a plugin's own ``acme:deploy``) this
     plugin adds; each declares the JSON Schema its step input is checked against."""
+
+
+@hookspec
+def pavedroad_pipeline_steps() -> list[StepType]:  # type: ignore[empty-body]
+    """Pipeline step types (``checkout``, ``python/test``, or a plugin's own ``acme/scan``)
+    that a step names with ``uses:``; each declares the JSON Schema of its ``with:``."""

@@ -33,11 +33,13 @@ POLL_SECONDS = 0.2
 
 
 class JobQueue:
-    """Named handlers on one huey instance."""
+    """Named handlers on one huey instance. ``name`` separates queues that share the
+    storage (the pipeline jobs of each ``runs-on`` label wait on a queue of their own)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str = "pavedroad") -> None:
         self.settings = settings
-        self.huey: Huey = _huey_for(settings)
+        self.name = name
+        self.huey: Huey = _huey_for(settings, name)
         self._tasks: dict[str, TaskWrapper] = {}
 
     @property
@@ -86,16 +88,16 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,19}")
 
 
-def _huey_for(settings: Settings) -> Huey:
+def _huey_for(settings: Settings, name: str) -> Huey:
     if settings.queue_url:
-        return _redis_huey(settings.queue_url)
+        return _redis_huey(settings.queue_url, name)
     settings.ensure_home()
     return SqliteHuey(
-        "pavedroad", filename=str(settings.home / "queue.db"), results=False, utc=True, timeout=30
+        name, filename=str(settings.home / "queue.db"), results=False, utc=True, timeout=30
     )
 
 
-def _redis_huey(url: str) -> Huey:
+def _redis_huey(url: str, name: str) -> Huey:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in REDIS_SCHEMES:
         # the scheme only: the rest of a URL may hold a password
@@ -111,7 +113,7 @@ def _redis_huey(url: str) -> Huey:
             "queue_url is a Redis URL, but the redis package is not installed: "
             "pip install 'pavedroad[redis]'"
         ) from None
-    return RedisHuey("pavedroad", url=url, results=False, utc=True)
+    return RedisHuey(name, url=url, results=False, utc=True)
 
 
 class EmbeddedConsumer(Consumer):  # type: ignore[misc]

@@ -18,6 +18,7 @@ BUILTIN_PLUGINS = (
     "pavedroad.scaffolder.actions",
     "pavedroad.scaffolder.platform_actions",
     "pavedroad.pipelines.builtin",
+    "pavedroad.pipelines.steps",
 )
 
 

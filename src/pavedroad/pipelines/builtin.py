@@ -1,5 +1,6 @@
 """The built-in pipelines plugin: the ``PipelineTemplate`` catalog kind, the check of its
-definitions (jobs, steps, inputs, what services may extend) and its owner relation.
+definitions (jobs, steps, inputs, what services may extend) and its owner relation; the
+layer's permissions.
 
 It registers through the same hooks a pip-installed plugin uses.
 """
@@ -13,8 +14,15 @@ from pavedroad.catalog.kinds import PLATFORM_VERSION, KindSchema
 from pavedroad.catalog.processing import EntityProcessor, Relation
 from pavedroad.catalog.refs import EntityRef, parse_ref
 from pavedroad.core.hookspecs import hookimpl
+from pavedroad.identity.policy import Scope, register_permission
 from pavedroad.pipelines.library import KIND, pipeline_template_kind, template_problems
 from pavedroad.settings import Settings
+
+RUN_START = register_permission(
+    "pipeline.run.start",
+    Scope.owner,
+    "Start, cancel and re-run the pipeline of a repository owned by a group or user",
+)
 
 
 @hookimpl
