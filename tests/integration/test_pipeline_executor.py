@@ -862,13 +862,13 @@ def test_release_build_is_idempotent(
     )
     assert result.status == "succeeded"
     one, two = step_rows(db, first)[2].outputs, step_rows(db, second)[1].outputs
-    assert one["release-id"] == two["release-id"]
+    assert one["release"] == two["release"]
     assert one["digest"] == two["digest"]
     assert (one["created"], two["created"]) == ("true", "false")
     assert "Found release" in log_text(db, second, 1)
     with db.read_session() as session:
         assert session.scalar(select(func.count()).select_from(ReleaseRow)) == 1
-    release = ReleaseStore(db, ArtifactStore.for_settings(settings)).get(one["release-id"])
+    release = ReleaseStore(db, ArtifactStore.for_settings(settings)).get(one["release"])
     assert (release.component, release.commit, release.branch, release.source) == (
         COMPONENT,
         commit,

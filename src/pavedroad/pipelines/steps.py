@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -359,10 +360,15 @@ def _requirement_files(project: Path) -> list[Path]:
     return sorted(project.glob("requirements*.txt"))
 
 
-def _install_arguments(project: Path) -> list[str]:
-    """What ``pip install`` gets: the project with its test extra when it has one, else
-    the project and ``requirements.txt`` (either when present)."""
+def _install_arguments(project: Path, extras: Any = None) -> list[str]:
+    """What ``pip install`` gets: the project with the extras asked for, or with its test
+    extra when it has one, else the project and ``requirements.txt`` (when present)."""
     pyproject = project / "pyproject.toml"
+    if extras and pyproject.is_file():
+        chosen = [extras] if isinstance(extras, str) else list(extras)
+        names = ",".join(e.strip() for item in chosen for e in str(item).split(",") if e.strip())
+        if names:
+            return [f".[{names}]"]
     extra = _test_extra(pyproject) if pyproject.is_file() else None
     if extra:
         return [f".[{extra}]"]
@@ -383,8 +389,36 @@ def _dependency_hash(project: Path) -> str:
 
 
 def _interpreter(ctx: StepContext) -> str:
+    """The interpreter asked for (``python``), or the worker's ``python<version>`` for a
+    ``python-version``, or the configured one, or the worker's own (said in the log when
+    the version asked for is not on this worker)."""
     chosen = ctx.inputs.get("python") or ctx.setting("python", None)
-    return str(chosen or sys.executable)
+    if chosen:
+        return str(chosen)
+    version = str(ctx.inputs.get("python-version") or "").strip()
+    if version:
+        mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if version == mine or mine.startswith(version + "."):
+            return sys.executable
+        found = shutil.which(f"python{version}")
+        if found and _runs(found):
+            return found
+        ctx.log(f"Python {version} is not on this worker; using Python {mine}")
+    return sys.executable
+
+
+def _runs(interpreter: str) -> bool:
+    """Whether the interpreter starts (a version manager's shim may be on PATH without
+    the version behind it)."""
+    try:
+        return (
+            subprocess.run(
+                [interpreter, "-c", "pass"], capture_output=True, timeout=20, check=False
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def python_setup(ctx: StepContext) -> dict[str, Any]:
@@ -407,7 +441,11 @@ def python_setup(ctx: StepContext) -> dict[str, Any]:
         "PIP_NO_INPUT": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
-    arguments = _install_arguments(project) if ctx.inputs.get("install", True) else []
+    arguments = (
+        _install_arguments(project, ctx.inputs.get("extras"))
+        if ctx.inputs.get("install", True)
+        else []
+    )
     if arguments:
         ctx.log(f"pip install {shlex.join(arguments)}")
         code = ctx.run(
@@ -605,7 +643,7 @@ def release_build(ctx: StepContext) -> dict[str, Any]:
         raise StepFailed(error.detail) from None
     verb = "Created" if created else "Found"
     ctx.log(f"{verb} release {release.id} of {component}: {bundle.digest} ({len(names)} files)")
-    return {"release-id": release.id, "digest": bundle.digest, "created": created}
+    return {"release": release.id, "digest": bundle.digest, "created": created}
 
 
 def deploy(ctx: StepContext) -> dict[str, Any]:
@@ -622,7 +660,15 @@ BUILTIN_STEP_TYPES = (
     StepType(
         "python/setup",
         "Create a virtualenv in .venv and pip install the project (with its test extra)",
-        _schema({"path": _PATH, "python": _PATH, "install": {"type": "boolean"}}),
+        _schema(
+            {
+                "path": _PATH,
+                "python": _PATH,
+                "python-version": {"type": ["string", "number"]},
+                "extras": {"type": ["string", "array"], "items": {"type": "string"}},
+                "install": {"type": "boolean"},
+            }
+        ),
         python_setup,
     ),
     StepType(
