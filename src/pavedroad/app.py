@@ -84,6 +84,7 @@ def create_app(
             consumer.start()
         if consumers:
             threading.Thread(target=scaffolder.warm_up, daemon=True).start()
+            threading.Thread(target=pipelines.stop_orphans, daemon=True).start()
         yield
         for consumer in consumers:
             consumer.stop_and_wait()
@@ -159,6 +160,7 @@ def background_reconcilers(
         Reconciler("scaffolder-recovery", scaffolder.recover, interval_seconds=10.0),
         Reconciler("pipeline-triggers", pipelines.start_pushed, interval_seconds=2.0),
         Reconciler("pipeline-recovery", pipelines.recover, interval_seconds=10.0),
+        Reconciler("pipeline-schedules", pipelines.fire_schedules, interval_seconds=20.0),
     ]
 
 

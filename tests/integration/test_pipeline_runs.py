@@ -359,3 +359,71 @@ def test_a_push_runs_its_pipeline_on_the_queue_to_the_end(make_app, make_setting
         say = next(job for job in described["jobs"] if job["key"] == "say")
         log = client.get(f"/api/v1/pipelines/jobs/{say['id']}/log.txt").text
         assert "the word is paved" in log
+
+
+GROUPED = """
+on: push
+concurrency:
+  group: deploy-${{ github.ref }}
+  cancel-in-progress: %s
+jobs:
+  only:
+    steps:
+      - run: echo one
+"""
+
+
+def test_a_new_run_cancels_the_one_in_progress_of_its_group(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": GROUPED % "true"})
+    service.start_pushed()
+    repo.commit({"a.txt": "a\n"})
+    service.start_pushed()
+
+    newer, older = service.runs()
+
+    assert older.status == "cancelled" and newer.status == "running"
+
+
+def test_without_cancel_in_progress_a_run_waits_for_its_group(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": GROUPED % "false"})
+    service.start_pushed()
+    repo.commit({"a.txt": "a\n"})
+    service.start_pushed()
+    newer, older = service.runs()
+    assert (older.status, newer.status) == ("running", "queued")
+    assert statuses(service, newer.id) == {"only": "waiting"}
+
+    work(service, older.id, "only")
+
+    assert service.run(older.id).status == "succeeded"
+    assert statuses(service, newer.id) == {"only": "queued"}
+
+
+def test_a_schedule_starts_one_run_per_matching_minute(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit(
+        {
+            ".pavedroad/pipeline.yaml": """\
+                on:
+                  schedule:
+                    - cron: "30 4 * * 1-5"
+                jobs:
+                  nightly:
+                    steps:
+                      - run: echo nightly
+                """
+        }
+    )
+    monday = datetime(2026, 11, 23, 4, 30, 12, tzinfo=UTC)
+
+    assert service.fire_schedules(monday) == 1
+    assert service.fire_schedules(monday.replace(second=50)) == 0  # the same minute
+    assert service.fire_schedules(monday.replace(minute=31)) == 0  # not its minute
+    assert service.fire_schedules(monday.replace(day=29)) == 0  # a Sunday
+    [run] = service.runs()
+    assert run.event == "schedule" and run.branch == "main"

@@ -148,6 +148,7 @@ def worker(once: bool = typer.Option(False, "--once", help="Run one round and ex
     for consumer in consumers:
         consumer.start()
     scaffolder.warm_up()
+    pipelines.stop_orphans()
     try:
         while runner._thread and runner._thread.is_alive():
             runner._thread.join(1.0)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -25,7 +26,7 @@ import re
 import socket
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -139,6 +140,7 @@ class PipelineService:
         self.registry = StepRegistry.from_plugins()
         self.git_root = settings.home / "git"
         self._push_cursor: str | None = None
+        self._schedule_cache: dict[tuple[str, str], list[str]] = {}
 
     def start_pushed(self) -> int:
         """Reconciler: a run for each push the hosted git layer recorded since the last
@@ -343,8 +345,64 @@ class PipelineService:
                     raise
                 run = _fresh(run)
         if resolved is not None:
+            self._cancel_superseded(run.id)
             self.advance(run.id)
         return self.run(run.id)
+
+    # -- concurrency groups --------------------------------------------------------------
+
+    def _concurrency(self, run: RunRow) -> tuple[str, bool] | None:
+        """The run's concurrency group (evaluated) and whether a new run cancels the one
+        in progress; None without a group."""
+        from pavedroad.pipelines.expressions import interpolate
+
+        pipeline = (run.pipeline or {}).get("pipeline") or {}
+        concurrency = pipeline.get("concurrency") or {}
+        group = concurrency.get("group")
+        if not group:
+            return None
+        try:
+            value = interpolate(
+                str(group), {"github": self.github_context(run), "inputs": run.inputs}
+            )
+        except InputError:
+            value = str(group)
+        return f"{run.repository}:{value}", bool(concurrency.get("cancel_in_progress"))
+
+    def _group_runs(self, run: RunRow, group: str) -> list[RunRow]:
+        """The repository's other unfinished runs in the same group, oldest first."""
+        with self.db.read_session() as session:
+            others = session.scalars(
+                select(RunRow)
+                .where(
+                    RunRow.repository == run.repository,
+                    RunRow.id != run.id,
+                    RunRow.status.in_(("queued", "running")),
+                )
+                .order_by(RunRow.created_at)
+            )
+            candidates = list(others)
+        return [other for other in candidates if (self._concurrency(other) or ("",))[0] == group]
+
+    def _cancel_superseded(self, run_id: str) -> None:
+        run = self.run(run_id)
+        concurrency = self._concurrency(run)
+        if concurrency is None or not concurrency[1]:
+            return
+        for other in self._group_runs(run, concurrency[0]):
+            if other.created_at <= run.created_at:
+                log.info("run %s supersedes run %s", run.number, other.number)
+                with contextlib.suppress(ConflictError):  # it ended meanwhile
+                    self.cancel(other.id)
+
+    def _waits_for_group(self, run: RunRow) -> bool:
+        """A queued run waits while an older run of its group is unfinished."""
+        concurrency = self._concurrency(run)
+        if concurrency is None:
+            return False
+        return any(
+            other.created_at < run.created_at for other in self._group_runs(run, concurrency[0])
+        )
 
     def _plan(self, run: RunRow, resolved: ResolvedPipeline) -> list[Any]:
         rows: list[Any] = []
@@ -400,7 +458,12 @@ class PipelineService:
         run's status. Idempotent: any process may call it at any time."""
         from pavedroad.pipelines.expressions import evaluate_condition
 
+        current = self.run(run_id)
+        waits = current.status == "queued" and not current.cancel_requested
+        if waits and self._waits_for_group(current):
+            return  # its turn comes when the older run of its group ends
         to_queue: list[JobRow] = []
+        ended = False
         with self.db.session() as session:
             run = session.get(RunRow, run_id, with_for_update=True)
             if run is None or run.status in FINISHED:
@@ -445,8 +508,19 @@ class PipelineService:
             if all(job.status in FINISHED for job in jobs):
                 run.status = _run_status(run, jobs)
                 run.finished_at = utcnow()
+                ended = True
         for job in to_queue:
             self._enqueue(job)
+        if ended:
+            self._next_in_group(current)
+
+    def _next_in_group(self, ended: RunRow) -> None:
+        concurrency = self._concurrency(ended)
+        if concurrency is None:
+            return
+        waiting = [r for r in self._group_runs(ended, concurrency[0]) if r.status == "queued"]
+        if waiting:
+            self.advance(waiting[0].id)
 
     def _enqueue(self, job: JobRow, delay: float | None = None) -> None:
         if self.queues is not None:
@@ -650,6 +724,84 @@ class PipelineService:
             touched += 1
         return touched
 
+    def fire_schedules(self, now: datetime | None = None) -> int:
+        """Reconciler (each minute): a run for each ``on.schedule`` cron line of each hosted
+        repository's default branch that matches this minute; once per minute and line,
+        whichever process looks first (the trigger key says which minute)."""
+        from pavedroad.git.models import RepoRow
+        from pavedroad.pipelines.spec import CronError, parse_cron
+
+        minute = (now or utcnow()).replace(second=0, microsecond=0)
+        with self.db.read_session() as session:
+            repos = [(r.owner, r.name, r.default_branch) for r in session.scalars(select(RepoRow))]
+        started = 0
+        for owner, name, branch in repos:
+            repository = f"{owner}/{name}"
+            head = self._git(repository, "rev-parse", "-q", "--verify", f"refs/heads/{branch}")
+            if head.returncode != 0:
+                continue
+            commit = head.stdout.decode().strip()
+            for cron in self._schedules(repository, commit):
+                try:
+                    if not parse_cron(cron).matches(minute):
+                        continue
+                except CronError:
+                    continue
+                key = f"schedule:{repository}:{branch}:{cron}:{minute.isoformat()}"
+                if self._run_by_key(key) is not None:
+                    continue
+                trigger = Trigger(
+                    repository, commit, f"refs/heads/{branch}", "schedule", key, "schedule"
+                )
+                try:
+                    if self.start(trigger):
+                        started += 1
+                except Exception:
+                    log.exception("the schedule %r of %s could not start", cron, repository)
+        return started
+
+    def _schedules(self, repository: str, commit: str) -> list[str]:
+        cached = self._schedule_cache.get((repository, commit))
+        if cached is not None:
+            return cached
+        crons: list[str] = []
+        text = self._read(repository, commit, PIPELINE_FILE)
+        if text is not None:
+            try:
+                resolved = load_pipeline_file(
+                    text, self.template_library(), PIPELINE_FILE, known_step=self.known_step
+                )
+                crons = list(resolved.pipeline.on.schedule)
+            except PipelineError:
+                crons = []
+        if len(self._schedule_cache) > 1000:
+            self._schedule_cache.clear()
+        self._schedule_cache[(repository, commit)] = crons
+        return crons
+
+    def stop_orphans(self) -> int:
+        """At a worker's start: the processes of jobs this host was running when its
+        worker died (they lead sessions of their own, so nothing else stops them)."""
+        from pavedroad.pipelines.processes import kill_marked
+
+        host = socket.gethostname()
+        with self.db.read_session() as session:
+            jobs = list(
+                session.scalars(
+                    select(JobRow).where(
+                        JobRow.status == "running", JobRow.worker.like(f"{host}:%")
+                    )
+                )
+            )
+        killed = 0
+        for job in jobs:
+            pid = int((job.worker or "0").rsplit(":", 1)[-1] or 0)
+            if pid and _alive(pid):
+                continue  # its worker is still there
+            killed += kill_marked(job.id)
+            self.finish_job(job.id, "failed", {}, "the worker running this job stopped")
+        return killed
+
     # -- reading -----------------------------------------------------------------------
 
     def run(self, run_id: str) -> RunRow:
@@ -820,6 +972,16 @@ class PipelineService:
         if result.returncode != 0:
             return None
         return [p for p in result.stdout.decode(errors="replace").split("\0") if p]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fresh(run: RunRow) -> RunRow:
