@@ -427,3 +427,58 @@ def test_a_schedule_starts_one_run_per_matching_minute(platform):
     assert service.fire_schedules(monday.replace(day=29)) == 0  # a Sunday
     [run] = service.runs()
     assert run.event == "schedule" and run.branch == "main"
+
+
+def test_a_cache_saved_by_one_run_is_restored_by_the_next(make_app, make_settings, tmp_path):
+    from fastapi.testclient import TestClient
+    from integration_support import wait_for
+
+    app = make_app(make_settings(), background=True)
+    with TestClient(app) as client:
+        repo = Repo(app, tmp_path)
+        repo.commit(
+            {
+                ".pavedroad/pipeline.yaml": """\
+                    on: push
+                    jobs:
+                      deps:
+                        steps:
+                          - uses: checkout
+                          - id: restore
+                            uses: cache/restore
+                            with:
+                              key: deps-${{ hashFiles('deps.txt') }}
+                              path: .deps
+                          - run: |
+                              if [ "${{ steps.restore.outputs.cache-hit }}" = "true" ]; then
+                                echo "from the cache: $(cat .deps/value)"
+                              else
+                                mkdir -p .deps && echo built-once > .deps/value
+                              fi
+                          - uses: cache/save
+                            with:
+                              key: deps-${{ hashFiles('deps.txt') }}
+                              path: .deps
+                    """,
+                "deps.txt": "requests==2\n",
+            }
+        )
+        service: PipelineService = app.state.pipelines
+
+        def finished(count: int) -> bool:
+            runs = service.runs()
+            return len(runs) >= count and all(
+                r.status in ("succeeded", "failed", "cancelled") for r in runs
+            )
+
+        assert wait_for(lambda: finished(1), timeout=60)
+        first = service.runs()[0]
+        service.rerun(first.id, "bob")
+        assert wait_for(lambda: finished(2), timeout=60)
+        second = service.runs()[0]
+        logs = [
+            client.get(f"/api/v1/pipelines/jobs/{job.id}/log.txt").text
+            for job in service.jobs(second.id)
+        ]
+    assert (first.status, service.run(second.id).status) == ("succeeded", "succeeded")
+    assert "from the cache: built-once" in logs[0]

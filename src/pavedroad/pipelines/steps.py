@@ -646,6 +646,91 @@ def release_build(ctx: StepContext) -> dict[str, Any]:
     return {"release": release.id, "digest": bundle.digest, "created": created}
 
 
+# -- cache ----------------------------------------------------------------------------------
+
+
+def _cache_key(ctx: StepContext) -> str:
+    key = str(ctx.inputs["key"]).strip()
+    if not key or len(key) > 250:
+        raise StepFailed("a cache key is 1 to 250 characters, e.g. deps-${{ hashFiles('*.toml') }}")
+    return f"{ctx.facts.repository}:{key}"
+
+
+def cache_restore(ctx: StepContext) -> dict[str, Any]:
+    """Unpack the cache saved under ``key`` (or the newest whose key starts with one of
+    ``restore-keys``) into ``path``; ``cache-hit`` says whether the exact key was found."""
+    from sqlalchemy import select
+
+    from pavedroad.core.timeutil import utcnow
+    from pavedroad.pipelines.models import CacheEntryRow
+
+    key = _cache_key(ctx)
+    target = ctx.path(str(ctx.inputs["path"]))
+    prefixes = [f"{ctx.facts.repository}:{p}" for p in ctx.inputs.get("restore-keys") or []]
+    with ctx.db.session() as session:
+        entry = session.get(CacheEntryRow, key)
+        exact = entry is not None
+        for prefix in prefixes if entry is None else []:
+            entry = session.scalar(
+                select(CacheEntryRow)
+                .where(CacheEntryRow.key.startswith(prefix, autoescape=True))
+                .order_by(CacheEntryRow.created_at.desc())
+                .limit(1)
+            )
+            if entry is not None:
+                break
+        if entry is None or not ctx.artifacts.exists(entry.digest):
+            ctx.log(f"No cache for {ctx.inputs['key']!r}")
+            return {"cache-hit": False, "key": ""}
+        entry.used_at = utcnow()
+        digest, found = entry.digest, entry.key.split(":", 1)[1]
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        ctx.artifacts.extract(digest, target)
+    except Exception as error:  # a damaged archive is a miss, not a failed job
+        ctx.log(f"The cache {found!r} could not be restored ({error}); going on without it")
+        return {"cache-hit": False, "key": ""}
+    ctx.log(f"Restored the cache {found!r} into {ctx.relative(target)}")
+    return {"cache-hit": exact, "key": found}
+
+
+def cache_save(ctx: StepContext) -> dict[str, Any]:
+    """Save ``path`` under ``key`` unless a cache has that key already (keys are
+    immutable: put what the cache depends on in the key)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from pavedroad.core.timeutil import utcnow
+    from pavedroad.pipelines.models import CacheEntryRow
+
+    key = _cache_key(ctx)
+    source = ctx.path(str(ctx.inputs["path"]))
+    with ctx.db.read_session() as session:
+        if session.get(CacheEntryRow, key) is not None:
+            ctx.log(f"A cache {ctx.inputs['key']!r} exists already: not saved again")
+            return {"saved": False}
+    if not source.exists():
+        ctx.log(f"Nothing at {ctx.inputs['path']!r} to cache")
+        return {"saved": False}
+    blob = ctx.artifacts.put_tree(source)
+    now = utcnow()
+    try:
+        with ctx.db.session() as session:
+            session.add(
+                CacheEntryRow(
+                    key=key,
+                    repository=ctx.facts.repository,
+                    digest=blob.digest,
+                    size=blob.size,
+                    created_at=now,
+                    used_at=now,
+                )
+            )
+    except IntegrityError:
+        return {"saved": False}  # another job saved the same key meanwhile
+    ctx.log(f"Saved {ctx.relative(source)} as the cache {ctx.inputs['key']!r} ({blob.size} bytes)")
+    return {"saved": True, "digest": blob.digest}
+
+
 def deploy(ctx: StepContext) -> dict[str, Any]:
     raise StepFailed("deployments arrive with environments: this step type does nothing yet")
 
@@ -699,6 +784,25 @@ BUILTIN_STEP_TYPES = (
         "Unpack an artifact of the run into the workspace",
         _schema({"name": {"type": "string", "minLength": 1}, "path": _PATH}, ["name"]),
         artifact_download,
+    ),
+    StepType(
+        "cache/restore",
+        "Restore a folder saved by cache/save under a key (or the newest by restore-keys)",
+        _schema(
+            {
+                "key": {"type": "string", "minLength": 1},
+                "path": _PATH,
+                "restore-keys": {"type": "array", "items": {"type": "string"}},
+            },
+            ["key", "path"],
+        ),
+        cache_restore,
+    ),
+    StepType(
+        "cache/save",
+        "Save a folder of the workspace under a key, for later jobs' cache/restore",
+        _schema({"key": {"type": "string", "minLength": 1}, "path": _PATH}, ["key", "path"]),
+        cache_save,
     ),
     StepType(
         "release/build",
