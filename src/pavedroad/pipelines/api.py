@@ -225,3 +225,36 @@ async def _stream(
             yield b": keep-alive\n\n"
             last_sent = time.monotonic()
         await asyncio.sleep(STREAM_POLL_SECONDS)
+
+
+class PipelineExport(PipelineFile):
+    format: str = Field(
+        default="github-actions", max_length=40, description="what to export to: github-actions"
+    )
+
+
+@router.post("/export", summary="The resolved pipeline as another CI system's workflow file")
+def export(service: Pipelines, body: PipelineExport) -> dict[str, Any]:
+    """A pipeline file (one that uses a template is resolved against the catalog's
+    templates first) as a GitHub Actions workflow: ``content`` is the file's text and
+    ``filename`` where GitHub expects it. An invalid file is a problem with every
+    problem at its line."""
+    from pavedroad.pipelines.export import check_format, export_pipeline
+
+    check_format(body.format)
+    library = service.template_library()
+    resolved = load_pipeline_file(body.text, library, body.source, known_step=service.known_step)
+    template = (
+        library.find(resolved.template, resolved.template_version or 0)
+        if resolved.template
+        else None
+    )
+    exported = export_pipeline(
+        resolved, body.format, template_inputs=template.inputs if template else ()
+    )
+    return {
+        "format": body.format,
+        "uses": resolved.uses,
+        "filename": exported.filename,
+        "content": exported.content,
+    }

@@ -225,3 +225,68 @@ def _follow(client: Any, run_id: str, only: str | None = None) -> None:
     typer.echo(f"run #{described['number']}: {described['status']}")
     if described["status"] != "succeeded":
         raise typer.Exit(1)
+
+
+@pipeline_app.command("export")
+def export(
+    path: Path = typer.Argument(
+        Path(".pavedroad/pipeline.yaml"), help="The pipeline file (default: this project's)."
+    ),
+    fmt: str = typer.Option("github-actions", "--format", help="What to export to."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write here (e.g. .github/workflows/ci.yml), not stdout."
+    ),
+    server: str = SERVER,
+) -> None:
+    """Write the pipeline as a GitHub Actions workflow. A full pipeline is exported here;
+    one that uses a template is resolved by the server, which knows the templates."""
+    from pavedroad.pipelines.export import FORMATS, to_github_actions, workflow_filename
+    from pavedroad.pipelines.library import (
+        TemplateLibrary,
+        TemplateUse,
+        parse_pipeline_file,
+        resolve,
+    )
+    from pavedroad.pipelines.spec import PipelineError
+    from pavedroad.pipelines.steps import StepRegistry
+
+    if fmt not in FORMATS:
+        fail(f"cannot export a pipeline as {fmt!r}; the formats are: {', '.join(FORMATS)}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {path}: {exc}")
+    registry = StepRegistry.from_plugins()
+    try:
+        parsed = parse_pipeline_file(text, str(path), known_step=registry.known)
+    except PipelineError as exc:
+        _print_problems(str(path), [p.as_dict() for p in exc.problems])
+        raise typer.Exit(1) from None
+    if isinstance(parsed, TemplateUse):
+        client = _client(server)
+        checked = client.request(
+            "POST", "/api/v1/pipelines/validate", json={"text": text, "source": str(path)}
+        )
+        if not checked["valid"]:
+            _print_problems(str(path), checked["problems"])
+            raise typer.Exit(1)
+        result = client.request(
+            "POST",
+            "/api/v1/pipelines/export",
+            json={"text": text, "source": str(path), "format": fmt},
+        )
+        content, filename = result["content"], result["filename"]
+    else:
+        resolved = resolve(parsed, TemplateLibrary(), known_step=registry.known, source=str(path))
+        content, filename = to_github_actions(resolved), workflow_filename(resolved)
+    if output is None:
+        typer.echo(content, nl=False)
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(content, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc}")
+    in_place = output.resolve().parent.match("*/.github/workflows")
+    hint = "" if in_place else f"; GitHub reads workflows in .github/workflows/, e.g. {filename}"
+    typer.echo(f"wrote {output}{hint}", err=True)
