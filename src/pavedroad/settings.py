@@ -112,6 +112,12 @@ class PipelinesSettings(BaseModel):
     labels: list[str] = Field(default_factory=lambda: ["local"])
     workers: int = Field(default=2, ge=0, le=64)  # jobs run at once by this process (0: none)
     max_step_log_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # then it is cut
+    # A running job whose worker has not sent a heartbeat (every 5 s) for this long is
+    # retried or failed: its worker died. Keep it well above the heartbeat interval.
+    lost_after_seconds: int = Field(default=60, ge=10)
+    # A queued job queued this long ago, which no worker has taken, is queued again
+    # (its message was lost, e.g. with a Redis that restarted empty).
+    requeue_after_seconds: int = Field(default=60, ge=5)
 
 
 class YamlLimits(BaseModel):

@@ -84,7 +84,7 @@ def make_run(
                 trigger_key=f"test:{run_id}",
                 status="running",
                 name="ci",
-                pipeline={"env": pipeline_env or {}},
+                pipeline={"pipeline": {"env": pipeline_env or {}}},  # as runs.py stores it
                 inputs={"flavour": "vanilla"},
                 problems=[],
                 created_by="user:default/alice",

@@ -125,7 +125,7 @@ class JobContext:
             run = session.get(RunRow, job.run_id) if job is not None else None
         if job is None or run is None:
             raise LookupError(f"there is no pipeline job {job_id}")
-        pipeline_env = (run.pipeline or {}).get("env")
+        pipeline_env = ((run.pipeline or {}).get("pipeline") or {}).get("env")
         facts: dict[str, Any] = {
             "run_id": run.id,
             "run_number": run.number,

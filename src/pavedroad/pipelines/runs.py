@@ -50,9 +50,8 @@ log = logging.getLogger("pavedroad.pipelines")
 JOB = "pipelines.job"
 PIPELINE_FILE = ".pavedroad/pipeline.yaml"
 ZERO_SHA = "0" * 40
-HEARTBEAT_LOST_AFTER = timedelta(seconds=60)
-REQUEUE_AFTER = timedelta(seconds=60)
 PUSH_LOOKBACK = timedelta(days=1)
+LABEL_RETRY_SECONDS = 2.0
 GIT_TIMEOUT_SECONDS = 60
 MAX_PIPELINE_BYTES = 256 * 1024
 
@@ -312,7 +311,7 @@ class PipelineService:
             pipeline=_jsonable(resolved) if resolved else None,
             template_ref=resolved.template if resolved else None,
             template_version=resolved.template_version if resolved else None,
-            inputs={**(resolved.inputs if resolved else {}), **inputs},
+            inputs={**self._evaluated_inputs(trigger, resolved), **inputs},
             problems=problem_list,
             created_by=trigger.actor,
             created_at=now,
@@ -404,6 +403,25 @@ class PipelineService:
             other.created_at < run.created_at for other in self._group_runs(run, concurrency[0])
         )
 
+    def _evaluated_inputs(
+        self, trigger: Trigger, resolved: ResolvedPipeline | None
+    ) -> dict[str, Any]:
+        """The template's inputs, those given as ``${{ }}`` evaluated for this trigger."""
+        if resolved is None:
+            return {}
+        github = {
+            "repository": trigger.repository,
+            "sha": trigger.commit,
+            "ref": trigger.ref,
+            "ref_name": trigger.ref.removeprefix("refs/heads/").removeprefix("refs/tags/"),
+            "event_name": trigger.event,
+            "actor": trigger.actor,
+        }
+        return {
+            name: _evaluated(value, {"github": github}) if isinstance(value, str) else value
+            for name, value in resolved.inputs.items()
+        }
+
     def _plan(self, run: RunRow, resolved: ResolvedPipeline) -> list[Any]:
         rows: list[Any] = []
         pipeline = resolved.pipeline
@@ -416,17 +434,25 @@ class PipelineService:
             for matrix in combinations:
                 key = job.id if not matrix else f"{job.id} ({', '.join(map(str, matrix.values()))})"
                 job_row_id = new_id()
+                contexts = {
+                    "github": self.github_context(run),
+                    "matrix": matrix,
+                    "inputs": run.inputs,
+                }
+                name = _evaluated(job.name or job.id, contexts)
+                if matrix and "${{" not in (job.name or ""):
+                    name += f" ({', '.join(map(str, matrix.values()))})"
+                labels = [_evaluated(label, contexts) for label in job.runs_on]
                 rows.append(
                     JobRow(
                         id=job_row_id,
                         run_id=run.id,
                         key=key[:300],
                         job_id=job.id,
-                        name=(job.name or job.id)
-                        + (f" ({', '.join(map(str, matrix.values()))})" if matrix else ""),
+                        name=name[:300],
                         needs=list(job.needs),
                         status="waiting",
-                        labels=list(job.runs_on),
+                        labels=[label for label in labels if label],
                         matrix=matrix,
                         spec=_job_spec(job, pipeline.env, matrix),
                         attempt=0,
@@ -620,6 +646,13 @@ class PipelineService:
         from pavedroad.pipelines.executor import JobContext, JobExecutor
 
         worker = f"{socket.gethostname()}:{os.getpid()}"
+        with self.db.read_session() as session:
+            queued = session.get(JobRow, job_id)
+        mine = set(self.settings.pipelines.labels)
+        if queued is not None and queued.status == "queued" and not set(queued.labels) <= mine:
+            # it waits on the queue of its first label; a worker with all of them takes it
+            self._enqueue(queued, delay=LABEL_RETRY_SECONDS)
+            return
         job = self.claim(job_id, worker)
         if job is None:
             return
@@ -696,19 +729,21 @@ class PipelineService:
         """Reconciler: jobs whose worker stopped are retried or failed; queued jobs whose
         message was lost are queued again; runs left behind advance."""
         now = utcnow()
+        lost_after = timedelta(seconds=self.settings.pipelines.lost_after_seconds)
+        requeue_after = timedelta(seconds=self.settings.pipelines.requeue_after_seconds)
         touched = 0
         with self.db.read_session() as session:
             lost = list(
                 session.scalars(
                     select(JobRow.id).where(
-                        JobRow.status == "running", JobRow.heartbeat_at < now - HEARTBEAT_LOST_AFTER
+                        JobRow.status == "running", JobRow.heartbeat_at < now - lost_after
                     )
                 )
             )
             stale = list(
                 session.scalars(
                     select(JobRow).where(
-                        JobRow.status == "queued", JobRow.queued_at < now - REQUEUE_AFTER
+                        JobRow.status == "queued", JobRow.queued_at < now - requeue_after
                     )
                 )
             )
@@ -972,6 +1007,19 @@ class PipelineService:
         if result.returncode != 0:
             return None
         return [p for p in result.stdout.decode(errors="replace").split("\0") if p]
+
+
+def _evaluated(text: str, contexts: Mapping[str, Any]) -> str:
+    """``text`` with its ``${{ }}`` evaluated (left as written if that fails: the job that
+    uses it then says why)."""
+    from pavedroad.pipelines.expressions import interpolate
+
+    if "${{" not in text:
+        return text
+    try:
+        return interpolate(text, contexts)
+    except InputError:
+        return text
 
 
 def _alive(pid: int) -> bool:
