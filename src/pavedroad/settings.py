@@ -112,6 +112,14 @@ class PipelinesSettings(BaseModel):
     labels: list[str] = Field(default_factory=lambda: ["local"])
     workers: int = Field(default=2, ge=0, le=64)  # jobs run at once by this process (0: none)
     max_step_log_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # then it is cut
+    kill_grace_seconds: float = Field(default=5.0, gt=0, le=300)  # SIGTERM, then SIGKILL
+    heartbeat_seconds: float = Field(default=5.0, gt=0, le=60)
+    file_command_max_bytes: int = Field(default=1024 * 1024, ge=1024)  # $PAVEDROAD_OUTPUT...
+    junit_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)  # a JUnit report read
+    artifact_max_bytes: int = Field(default=4 * 1024**3, ge=1024)  # one artifact or cache
+    step_path: str | None = None  # PATH for steps (None: the usual system folders)
+    python: str | None = None  # interpreter for python/setup (None: the worker's own)
+    keep_workspaces: bool = False  # keep finished jobs' workspaces (for debugging)
     # A running job whose worker has not sent a heartbeat (every 5 s) for this long is
     # retried or failed: its worker died. Keep it well above the heartbeat interval.
     lost_after_seconds: int = Field(default=60, ge=10)
