@@ -482,3 +482,51 @@ def test_a_cache_saved_by_one_run_is_restored_by_the_next(make_app, make_setting
         ]
     assert (first.status, service.run(second.id).status) == ("succeeded", "succeeded")
     assert "from the cache: built-once" in logs[0]
+
+
+def test_artifacts_and_test_results_come_back_through_the_api(make_app, make_settings, tmp_path):
+    import io
+    import tarfile
+
+    from fastapi.testclient import TestClient
+    from integration_support import wait_for
+
+    app = make_app(make_settings(), background=True)
+    with TestClient(app) as client:
+        repo = Repo(app, tmp_path)
+        repo.commit(
+            {
+                ".pavedroad/pipeline.yaml": """\
+                    on: push
+                    jobs:
+                      test:
+                        steps:
+                          - uses: checkout
+                          - uses: python/test
+                            continue-on-error: true
+                          - run: mkdir -p out && echo report > out/report.txt
+                          - uses: artifact/upload
+                            with: {name: report, path: out}
+                    """,
+                "tests/test_it.py": "def test_ok():\n    pass\n\n\ndef test_bad():\n    assert 0\n",
+            }
+        )
+        service: PipelineService = app.state.pipelines
+        assert wait_for(
+            lambda: bool(service.runs()) and service.runs()[0].status == "succeeded", timeout=60
+        ), [service.describe(r, with_jobs=True) for r in service.runs()]
+        run = service.runs()[0]
+        job = service.jobs(run.id)[0]
+
+        listed = client.get(f"/api/v1/pipelines/runs/{run.id}/artifacts").json()["items"]
+        blob = client.get(f"/api/v1/pipelines/runs/{run.id}/artifacts/report")
+        tests = client.get(f"/api/v1/pipelines/jobs/{job.id}/tests").json()
+        missing = client.get(f"/api/v1/pipelines/runs/{run.id}/artifacts/nope")
+
+    assert [a["name"] for a in listed] == ["report"]
+    assert blob.status_code == 200 and blob.headers["content-type"] == "application/gzip"
+    with tarfile.open(fileobj=io.BytesIO(blob.content)) as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith("report.txt"))
+        assert archive.extractfile(member).read() == b"report\n"  # type: ignore[union-attr]
+    assert tests["counts"] == {"passed": 1, "failed": 1}
+    assert missing.status_code == 404

@@ -258,3 +258,83 @@ def export(service: Pipelines, body: PipelineExport) -> dict[str, Any]:
         "filename": exported.filename,
         "content": exported.content,
     }
+
+
+@router.get("/runs/{run_id}/artifacts", summary="The run's artifacts")
+def list_artifacts(service: Pipelines, run_id: str) -> dict[str, Any]:
+    from pavedroad.core.timeutil import isoformat
+    from pavedroad.pipelines.artifacts import run_artifacts
+
+    service.run(run_id)
+    return {
+        "items": [
+            {
+                "name": row.name,
+                "digest": row.digest,
+                "size": row.size,
+                "jobId": row.job_id,
+                "createdAt": isoformat(row.created_at),
+            }
+            for row in run_artifacts(service.db, run_id)
+        ]
+    }
+
+
+@router.get(
+    "/runs/{run_id}/artifacts/{name}",
+    summary="Download an artifact (a .tar.gz of what the job uploaded)",
+)
+def download_artifact(service: Pipelines, run_id: str, name: str) -> StreamingResponse:
+    from pavedroad.pipelines.artifacts import ArtifactStore, find_artifact
+
+    run = service.run(run_id)
+    row = find_artifact(service.db, run_id, name)
+    if row is None:
+        raise NotFoundError(f"run {run.number} has no artifact named {name[:200]!r}")
+    handle = ArtifactStore.for_settings(service.settings).open(row.digest)
+
+    def chunks() -> Any:
+        with handle:
+            while block := handle.read(1024 * 1024):
+                yield block
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in row.name)[:100]
+    return StreamingResponse(
+        chunks(),
+        media_type="application/gzip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{safe}.tar.gz"',
+            "Content-Length": str(row.size),
+            "X-Content-Digest": row.digest,
+        },
+    )
+
+
+@router.get("/jobs/{job_id}/tests", summary="The test results a job recorded")
+def job_tests(service: Pipelines, job_id: str) -> dict[str, Any]:
+    from pavedroad.pipelines.models import TestCaseRow
+
+    _job(service, job_id)
+    with service.db.read_session() as session:
+        rows = list(
+            session.scalars(
+                select(TestCaseRow).where(TestCaseRow.job_id == job_id).order_by(TestCaseRow.id)
+            )
+        )
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.outcome] = counts.get(row.outcome, 0) + 1
+    return {
+        "counts": counts,
+        "items": [
+            {
+                "suite": row.suite,
+                "classname": row.classname,
+                "name": row.name,
+                "outcome": row.outcome,
+                "seconds": row.seconds,
+                "message": row.message,
+            }
+            for row in rows
+        ],
+    }

@@ -290,3 +290,46 @@ def export(
     in_place = output.resolve().parent.match("*/.github/workflows")
     hint = "" if in_place else f"; GitHub reads workflows in .github/workflows/, e.g. {filename}"
     typer.echo(f"wrote {output}{hint}", err=True)
+
+
+@pipeline_app.command("artifacts")
+def artifacts(
+    run_id: str, as_json: bool = typer.Option(False, "--json"), server: str = SERVER
+) -> None:
+    """A run's artifacts."""
+    items = _client(server).request("GET", f"/api/v1/pipelines/runs/{run_id}/artifacts")["items"]
+    rows = [[a["name"], str(a["size"]), a["digest"]] for a in items]
+    emit(
+        items,
+        Format.json if as_json else Format.table,
+        [("name", ""), ("size", ""), ("digest", "")],
+        rows,
+    )
+
+
+@pipeline_app.command("download")
+def download(
+    run_id: str,
+    name: str = typer.Argument(..., help="The artifact's name."),
+    output: Path = typer.Option(None, "--output", "-o", help="Default: NAME.tar.gz here."),
+    server: str = SERVER,
+) -> None:
+    """Download an artifact of a run (a .tar.gz of what the job uploaded)."""
+    import httpx
+
+    client = _client(server)
+    target = output or Path(f"{name}.tar.gz")
+    url = f"{client.base}/api/v1/pipelines/runs/{run_id}/artifacts/{name}"
+    try:
+        with httpx.stream("GET", url, headers=client.headers, timeout=120) as response:
+            if response.status_code >= 400:
+                response.read()
+                fail(
+                    f"{response.json().get('detail', response.text)} (HTTP {response.status_code})"
+                )
+            with open(target, "wb") as handle:
+                for block in response.iter_bytes():
+                    handle.write(block)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the Pavedroad server at {client.base} ({exc.__class__.__name__})")
+    typer.echo(f"saved {target} ({target.stat().st_size} bytes)")
