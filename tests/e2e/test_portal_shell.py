@@ -16,7 +16,16 @@ def test_navigation_shows_what_exists_and_marks_the_current_page(page: Any) -> N
     page.goto("/")
     nav = page.get_by_role("navigation", name="Main")
     labels = [label.strip() for label in nav.get_by_role("link").all_inner_texts()]
-    assert labels == ["Home", "Catalog", "APIs", "Teams", "Repositories", "Create", "Locations"]
+    assert labels == [
+        "Home",
+        "Catalog",
+        "APIs",
+        "Teams",
+        "Repositories",
+        "Pipelines",
+        "Create",
+        "Locations",
+    ]
     nav.get_by_role("link", name="Teams").click()
     expect(nav.get_by_role("link", name="Teams")).to_have_attribute("aria-current", "page")
     expect(page.get_by_test_id("entity-link").filter(has_text="Payments Team")).to_have_count(1)

@@ -16,6 +16,7 @@ from pavedroad.catalog import views as catalog_views
 from pavedroad.catalog.service import CatalogService
 from pavedroad.git import views as git_views
 from pavedroad.identity import views as identity_views
+from pavedroad.pipelines import views as pipelines_views
 from pavedroad.portal.templating import render, templates
 from pavedroad.scaffolder import views as scaffolder_views
 from pavedroad.secrets import views as secrets_views
@@ -34,6 +35,7 @@ PRECOMPILED = (
     *secrets_views.PAGES,
     *git_views.PAGES,
     *scaffolder_views.PAGES,
+    *pipelines_views.PAGES,
 )
 
 # Paths whose errors stay machine-readable whatever the client accepts.
@@ -47,6 +49,7 @@ def mount_portal(app: FastAPI) -> None:
     app.include_router(secrets_views.router)
     app.include_router(git_views.router)
     app.include_router(scaffolder_views.router)
+    app.include_router(pipelines_views.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
