@@ -129,6 +129,7 @@ def _by_first_character(words: list[str]) -> list[list[str]]:
 class _Compiled:
     pattern: re.Pattern[str] | None
     longest: int
+    forms: frozenset[str] = frozenset()
 
 
 class Masker:
@@ -192,7 +193,17 @@ def _compile(all_forms: set[str]) -> _Compiled:
     if not all_forms:
         return _Compiled(None, 0)
     pattern = re.compile(_longest_first(all_forms))
-    return _Compiled(pattern, max(map(len, all_forms)))
+    return _Compiled(pattern, max(map(len, all_forms)), frozenset(all_forms))
+
+
+def _first_possible_start(text: str, start: int, forms: frozenset[str]) -> int:
+    """The first position from ``start`` at which a form could begin: the rest of the
+    text there begins with a form, or is the beginning of one."""
+    for position in range(start, len(text)):
+        rest = text[position:]
+        if any(form.startswith(rest) or rest.startswith(form) for form in forms):
+            return position
+    return len(text)
 
 
 class StreamMasker:
@@ -200,9 +211,9 @@ class StreamMasker:
 
     The output of every :meth:`feed` followed by :meth:`flush` equals
     ``masker.mask(whole_text)`` however the text was split. To get there, :meth:`feed`
-    emits only text whose masking no later chunk can change, and holds back at most
-    ``masker.longest - 1`` characters. Values added to the masker mid-stream apply to
-    text not yet emitted.
+    emits only text whose masking no later chunk can change: it holds back only a tail
+    that could be the beginning of a form (so at most ``masker.longest - 1``
+    characters). Values added to the masker mid-stream apply to text not yet emitted.
     """
 
     def __init__(self, masker: Masker) -> None:
@@ -230,8 +241,11 @@ class StreamMasker:
             position = match.end()
         # Positions between the last match and ``last_decided`` start no form.
         held_from = max(position, last_decided + 1)
-        emitted.append(text[position:held_from])
-        self._pending = text[held_from:]
+        # Of the undecided tail, only what could be the start of a form must wait: a line
+        # printed before a pause shows at once unless it ends like a secret begins.
+        safe_until = _first_possible_start(text, held_from, compiled.forms)
+        emitted.append(text[position:safe_until])
+        self._pending = text[safe_until:]
         return "".join(emitted)
 
     def flush(self) -> str:
