@@ -10,6 +10,7 @@ while the platform was down is recorded when it comes back: no push is ever lost
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -218,9 +219,12 @@ class GitService:
                     )
                     for index, update in enumerate(data["updates"])
                 ]
+            except FileNotFoundError:
+                continue  # another process imported it meanwhile
             except (OSError, ValueError, KeyError, TypeError):
                 log.exception("unreadable push spool entry %s; moved aside", entry)
-                entry.rename(entry.with_suffix(".bad"))
+                with contextlib.suppress(FileNotFoundError):
+                    entry.rename(entry.with_suffix(".bad"))
                 continue
             recorded += self.record(pushes)
             entry.unlink(missing_ok=True)

@@ -25,11 +25,12 @@ import os
 import re
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pavedroad.catalog.queries import EntityQuery, parse_filters
@@ -52,6 +53,8 @@ PIPELINE_FILE = ".pavedroad/pipeline.yaml"
 ZERO_SHA = "0" * 40
 PUSH_LOOKBACK = timedelta(days=1)
 LABEL_RETRY_SECONDS = 2.0
+BUSY_RETRY_SECONDS = 1.0
+PUSH_REREAD = timedelta(minutes=2)  # ids from several processes may commit out of order
 GIT_TIMEOUT_SECONDS = 60
 MAX_PIPELINE_BYTES = 256 * 1024
 
@@ -140,6 +143,7 @@ class PipelineService:
         self.git_root = settings.home / "git"
         self._push_cursor: str | None = None
         self._schedule_cache: dict[tuple[str, str], list[str]] = {}
+        self._slots = threading.BoundedSemaphore(max(1, settings.pipelines.workers))
 
     def start_pushed(self) -> int:
         """Reconciler: a run for each push the hosted git layer recorded since the last
@@ -154,7 +158,11 @@ class PipelineService:
         if self._push_cursor is None:
             statement = statement.where(EventRow.at >= utcnow() - PUSH_LOOKBACK)
         else:
-            statement = statement.where(EventRow.id > self._push_cursor)
+            # after the last one seen, and again the last minutes': an event another
+            # process committed late, with an older id, is not skipped
+            statement = statement.where(
+                or_(EventRow.id > self._push_cursor, EventRow.at >= utcnow() - PUSH_REREAD)
+            )
         with self.db.read_session() as session:
             events = [(row.id, json.loads(row.data)) for row in session.scalars(statement)]
         started = 0
@@ -643,7 +651,6 @@ class PipelineService:
 
     def execute_job(self, job_id: str) -> None:
         """The queue's handler: claim, run on this worker, report."""
-        from pavedroad.pipelines.executor import JobContext, JobExecutor
 
         worker = f"{socket.gethostname()}:{os.getpid()}"
         with self.db.read_session() as session:
@@ -651,8 +658,32 @@ class PipelineService:
         mine = set(self.settings.pipelines.labels)
         if queued is not None and queued.status == "queued" and not set(queued.labels) <= mine:
             # it waits on the queue of its first label; a worker with all of them takes it
-            self._enqueue(queued, delay=LABEL_RETRY_SECONDS)
+            self._requeue(queued, LABEL_RETRY_SECONDS)
             return
+        if not self._slots.acquire(blocking=False):
+            # this process runs pipelines.workers jobs at once, whatever the queues
+            if queued is not None and queued.status == "queued":
+                self._requeue(queued, BUSY_RETRY_SECONDS)
+            return
+        try:
+            self._execute(job_id, worker)
+        finally:
+            self._slots.release()
+
+    def _requeue(self, job: JobRow, delay: float) -> None:
+        """Put a job this worker will not run back on its queue (and say when, so the
+        recovery does not take it for a lost one and queue it a second time)."""
+        with self.db.session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job.id, JobRow.status == "queued")
+                .values(queued_at=utcnow())
+            )
+        self._enqueue(job, delay=delay)
+
+    def _execute(self, job_id: str, worker: str) -> None:
+        from pavedroad.pipelines.executor import JobContext, JobExecutor
+
         job = self.claim(job_id, worker)
         if job is None:
             return

@@ -70,6 +70,7 @@ class StepLog:
         self._first_at = utcnow()
         self._last_flush = clock()
         self._noticed = False
+        self._at_line_start = True
 
     @property
     def truncated(self) -> bool:
@@ -93,9 +94,13 @@ class StepLog:
         self._add(self._masking.masker.mask(text.rstrip("\n")) + "\n")
 
     def _end_stream(self) -> None:
+        """Write out what masking held back, and end the output's last line, so the
+        platform's own line that follows starts a line of its own."""
         rest = self._masking.feed(self._decoder.decode(b"", final=True)) + self._masking.flush()
         if rest:
             self._add(rest if rest.endswith("\n") else rest + "\n")
+        elif not self._at_line_start:
+            self._add("\n")
 
     def tick(self) -> None:
         """Store what is pending when a batch is due."""
@@ -148,3 +153,4 @@ class StepLog:
             self._first_at = utcnow()
         self._pending.append(text)
         self._pending_size += len(text)
+        self._at_line_start = text.endswith("\n")
