@@ -192,6 +192,8 @@ def _print_log(client: Any, job_id: str, after: int) -> int:
         for chunk in items:
             sys.stdout.write(chunk["text"])
             after = chunk["id"]
+        if not items[-1]["text"].endswith("\n"):
+            sys.stdout.write("\n")  # the next job's heading starts a line of its own
         sys.stdout.flush()
 
 
