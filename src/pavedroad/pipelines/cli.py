@@ -157,7 +157,7 @@ def logs(
     for item in described["jobs"]:
         if job and item["key"] != job:
             continue
-        typer.echo(f"== {item['key']} ({item['status']})")
+        _heading(f"== {item['key']} ({item['status']})")
         _print_log(client, item["id"], 0)
 
 
@@ -182,6 +182,24 @@ def rerun(
         _follow(client, described["id"])
 
 
+class _Line:
+    open = False  # the last text printed did not end its line
+
+
+_line = _Line()
+
+
+def _end_line() -> None:
+    if _line.open:
+        typer.echo("")
+        _line.open = False
+
+
+def _heading(text: str) -> None:
+    _end_line()  # a job's heading starts a line of its own
+    typer.echo(text)
+
+
 def _print_log(client: Any, job_id: str, after: int) -> int:
     while True:
         items = client.request(
@@ -192,8 +210,7 @@ def _print_log(client: Any, job_id: str, after: int) -> int:
         for chunk in items:
             sys.stdout.write(chunk["text"])
             after = chunk["id"]
-        if not items[-1]["text"].endswith("\n"):
-            sys.stdout.write("\n")  # the next job's heading starts a line of its own
+            _line.open = not chunk["text"].endswith("\n")
         sys.stdout.flush()
 
 
@@ -209,12 +226,13 @@ def _follow(client: Any, run_id: str, only: str | None = None) -> None:
             if job["status"] in ("waiting", "queued"):
                 continue
             if job["id"] not in announced:
-                typer.echo(f"== {job['key']}")
+                _heading(f"== {job['key']}")
                 announced.add(job["id"])
             seen[job["id"]] = _print_log(client, job["id"], seen.get(job["id"], 0))
         if described["status"] in FINISHED:
             break
         time.sleep(POLL_SECONDS)
+    _end_line()
     for problem in described["problems"]:
         typer.echo(
             f".pavedroad/pipeline.yaml:{problem['line']}:{problem['column']}: "
