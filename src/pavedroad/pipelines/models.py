@@ -142,6 +142,7 @@ class TestCaseRow(Base):
     """One test case from a JUnit report a job produced."""
 
     __tablename__ = "pipeline_test_cases"
+    __test__ = False  # a model, not a test class (pytest collects names starting "Test")
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(
