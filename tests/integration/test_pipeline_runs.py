@@ -530,3 +530,29 @@ def test_artifacts_and_test_results_come_back_through_the_api(make_app, make_set
         assert archive.extractfile(member).read() == b"report\n"  # type: ignore[union-attr]
     assert tests["counts"] == {"passed": 1, "failed": 1}
     assert missing.status_code == 404
+
+
+def test_a_report_from_a_superseded_claim_changes_nothing(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": PIPELINE})
+    service.start_pushed()
+    [run] = service.runs()
+    job = next(j for j in service.jobs(run.id) if j.key == "test (3.11)")  # retries: 1
+    first = service.claim(job.id, "worker-a:1")
+    assert first is not None
+    with app.state.db.session() as session:  # worker a goes silent; its job is retried
+        session.execute(
+            update(JobRow)
+            .where(JobRow.id == job.id)
+            .values(heartbeat_at=datetime(2020, 1, 1, tzinfo=UTC))
+        )
+    service.recover()
+    second = service.claim(job.id, "worker-b:2")
+    assert second is not None and second.attempt == 2
+
+    # worker a was only slow: its late report is for a claim that is no longer the job's
+    service.finish_job(job.id, "succeeded", {}, None, worker="worker-a:1", attempt=1)
+    assert statuses(service, run.id)["test (3.11)"] == "running"
+    service.finish_job(job.id, "succeeded", {}, None, worker="worker-b:2", attempt=2)
+    assert statuses(service, run.id)["test (3.11)"] == "succeeded"

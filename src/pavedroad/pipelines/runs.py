@@ -39,7 +39,7 @@ from pavedroad.core.db import Database
 from pavedroad.core.errors import ConflictError, InputError, NotFoundError
 from pavedroad.core.ids import new_id
 from pavedroad.core.jobs import JobQueue
-from pavedroad.core.timeutil import isoformat, utcnow
+from pavedroad.core.timeutil import as_utc, isoformat, utcnow
 from pavedroad.pipelines.library import ResolvedPipeline, TemplateLibrary, load_pipeline_file
 from pavedroad.pipelines.models import FINISHED, JobRow, RunRow, StepRow
 from pavedroad.pipelines.spec import Job, PipelineError, Step
@@ -609,12 +609,30 @@ class PipelineService:
             return session.get(JobRow, job_id)
 
     def finish_job(
-        self, job_id: str, status: str, outputs: Mapping[str, Any], error: str | None
+        self,
+        job_id: str,
+        status: str,
+        outputs: Mapping[str, Any],
+        error: str | None,
+        *,
+        worker: str | None = None,
+        attempt: int | None = None,
+        silent_since: datetime | None = None,
     ) -> None:
-        """A worker's report. A failed job with attempts left waits in the queue again."""
+        """A worker's report (or the recovery's). A failed job with attempts left waits in
+        the queue again. ``worker``/``attempt`` name the claim being reported: a report for
+        an older claim (the job was retried and claimed again meanwhile) changes nothing;
+        ``silent_since``: only if the job has sent no heartbeat since (the recovery's view
+        may be old by the time it acts)."""
         with self.db.session() as session:
             job = session.get(JobRow, job_id, with_for_update=True)
             if job is None or job.status != "running":
+                return
+            if worker is not None and (job.worker != worker or job.attempt != attempt):
+                return
+            if silent_since is not None and (
+                job.heartbeat_at is not None and as_utc(job.heartbeat_at) >= silent_since
+            ):
                 return
             retry = (
                 status == "failed" and job.attempt < job.max_attempts and not (job.cancel_requested)
@@ -700,9 +718,23 @@ class PipelineService:
             result = JobExecutor(context).run()
         except Exception as exc:  # the job must end, whatever happened here
             log.exception("job %s could not run", job_id)
-            self.finish_job(job_id, "failed", {}, f"the job could not run: {exc}")
+            self.finish_job(
+                job_id,
+                "failed",
+                {},
+                f"the job could not run: {exc}",
+                worker=worker,
+                attempt=job.attempt,
+            )
             return
-        self.finish_job(job_id, result.status, result.outputs, result.error)
+        self.finish_job(
+            job_id,
+            result.status,
+            result.outputs,
+            result.error,
+            worker=worker,
+            attempt=job.attempt,
+        )
 
     def _needs(self, job: JobRow) -> dict[str, Any]:
         """``needs.<id>``: each needed job's result (GitHub's words) and outputs."""
@@ -780,7 +812,11 @@ class PipelineService:
             )
         for job_id in lost:
             self.finish_job(
-                job_id, "failed", {}, "the worker running this job stopped (no heartbeat)"
+                job_id,
+                "failed",
+                {},
+                "the worker running this job stopped (no heartbeat)",
+                silent_since=now - lost_after,
             )
             touched += 1
         for job in stale:
@@ -865,7 +901,14 @@ class PipelineService:
             if pid and _alive(pid):
                 continue  # its worker is still there
             killed += kill_marked(job.id)
-            self.finish_job(job.id, "failed", {}, "the worker running this job stopped")
+            self.finish_job(
+                job.id,
+                "failed",
+                {},
+                "the worker running this job stopped",
+                worker=job.worker,
+                attempt=job.attempt,
+            )
         return killed
 
     # -- reading -----------------------------------------------------------------------
