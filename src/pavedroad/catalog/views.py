@@ -709,6 +709,30 @@ def _api_definition(spec: dict[str, Any], key: str) -> dict[str, Any]:
     return result
 
 
+def tab_entity(
+    request: Request, namespace: str, kind: str, name: str
+) -> tuple[EntityRef, str] | Response:
+    """What an entity page's tab (Secrets, CI, ...) is about: the entity's ref and title,
+    or the page saying it is not in the catalog."""
+    ref = EntityRef(kind, namespace, name)
+    with request.app.state.catalog.reader() as reader:
+        row = reader.row_by_ref(ref)
+        entity = reader.hydrate([row])[0] if row is not None else None
+    if entity is None:
+        return render(
+            request,
+            "portal/not_found.html",
+            {
+                "title": "Not found",
+                "message": f"No {kind.lower()} named '{name}' in namespace '{namespace}'.",
+                "hint": "It may have been renamed or removed from its catalog-info.yaml.",
+            },
+            status_code=404,
+        )
+    metadata = entity.get("metadata") or {}
+    return EntityRef.of(entity), str(metadata.get("title") or metadata.get("name"))
+
+
 def _entity_not_found(request: Request, reader: CatalogReader, ref: EntityRef) -> Response:
     suggestions = _similar(reader, ref.name)
     return render(

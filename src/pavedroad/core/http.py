@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -124,6 +125,23 @@ class BodySizeLimit:
             return next(replay, None) or await receive()
 
         await self.app(scope, replayed, send)
+
+
+def resume_point(after: int | None, last_event_id: str | None) -> int:
+    """Where a server-sent event stream starts: after the id given as ``after=``, or
+    after the ``Last-Event-ID`` a reconnecting browser sends, or at the beginning."""
+    if after is not None:
+        return after
+    return int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+
+def event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
+    """A ``text/event-stream`` response that no cache or proxy holds back."""
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

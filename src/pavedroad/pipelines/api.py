@@ -16,6 +16,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from pavedroad.core.errors import NotFoundError
+from pavedroad.core.http import event_stream, resume_point
 from pavedroad.identity.http import require
 from pavedroad.pipelines.library import load_pipeline_file
 from pavedroad.pipelines.models import FINISHED, JobRow, LogChunkRow
@@ -190,14 +191,7 @@ async def job_log_stream(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     await run_in_threadpool(_job, service, job_id)
-    start = after
-    if start is None:
-        start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    return StreamingResponse(
-        _stream(request, service, job_id, start),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(_stream(request, service, job_id, resume_point(after, last_event_id)))
 
 
 async def _stream(

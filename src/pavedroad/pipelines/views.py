@@ -33,6 +33,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from pavedroad.catalog.queries import EntityQuery, parse_filters
 from pavedroad.catalog.refs import EntityRef
+from pavedroad.catalog.views import tab_entity
 from pavedroad.core.errors import InputError, NotFoundError, ProblemError
 from pavedroad.core.timeutil import as_utc
 from pavedroad.environments.models import ReleaseRow
@@ -860,23 +861,9 @@ class BadgeSnippet:
 
 
 def _place(request: Request, namespace: str, kind: str, name: str) -> CiPlace | Response:
-    ref = EntityRef(kind, namespace, name)
-    with request.app.state.catalog.reader() as reader:
-        row = reader.row_by_ref(ref)
-        entity = reader.hydrate([row])[0] if row is not None else None
-    if entity is None:
-        return render(
-            request,
-            "portal/not_found.html",
-            {
-                "title": "Not found",
-                "message": f"No {kind.lower()} named '{name}' in namespace '{namespace}'.",
-                "hint": "It may have been renamed or removed from its catalog-info.yaml.",
-            },
-            status_code=404,
-        )
-    metadata = entity.get("metadata") or {}
-    return CiPlace(EntityRef.of(entity), str(metadata.get("title") or metadata.get("name")))
+    """The page's entity, or the page saying it is not in the catalog."""
+    found = tab_entity(request, namespace, kind, name)
+    return found if isinstance(found, Response) else CiPlace(*found)
 
 
 def _default_branch(request: Request, repository: str) -> str | None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from pavedroad.catalog.refs import parse_ref
+from pavedroad.core.http import event_stream, resume_point
 from pavedroad.identity.http import require
 from pavedroad.scaffolder.projects import ProjectStore
 from pavedroad.scaffolder.tasks import FINISHED, TaskService
@@ -225,14 +226,7 @@ async def task_event_stream(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     await run_in_threadpool(service.row, task_id)
-    start = after
-    if start is None:
-        start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    return StreamingResponse(
-        _stream(request, service, task_id, start),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(_stream(request, service, task_id, resume_point(after, last_event_id)))
 
 
 async def _stream(

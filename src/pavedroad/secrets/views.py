@@ -25,6 +25,7 @@ from starlette.responses import RedirectResponse, Response
 
 from pavedroad.catalog.queries import MAX_LIMIT, CatalogReader, EntityQuery
 from pavedroad.catalog.refs import EntityRef
+from pavedroad.catalog.views import tab_entity
 from pavedroad.core.errors import InputError, NotFoundError, ProblemError
 from pavedroad.identity.policy import decide, owners_of
 from pavedroad.identity.web import form_token, keep_form_token
@@ -168,23 +169,8 @@ def _store(request: Request) -> SecretStore:
 
 def _place(request: Request, namespace: str, kind: str, name: str) -> SecretsPlace | Response:
     """The page's entity, or the page saying it is not in the catalog."""
-    ref = EntityRef(kind, namespace, name)
-    with request.app.state.catalog.reader() as reader:
-        row = reader.row_by_ref(ref)
-        entity = reader.hydrate([row])[0] if row is not None else None
-    if entity is None:
-        return render(
-            request,
-            "portal/not_found.html",
-            {
-                "title": "Not found",
-                "message": f"No {kind.lower()} named '{name}' in namespace '{namespace}'.",
-                "hint": "It may have been renamed or removed from its catalog-info.yaml.",
-            },
-            status_code=404,
-        )
-    metadata = entity.get("metadata") or {}
-    return SecretsPlace(EntityRef.of(entity), str(metadata.get("title") or metadata.get("name")))
+    found = tab_entity(request, namespace, kind, name)
+    return found if isinstance(found, Response) else SecretsPlace(*found)
 
 
 def _signed_out(request: Request) -> Response | None:
