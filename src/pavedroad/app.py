@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -21,8 +22,12 @@ from pavedroad.core.audit import AuditMiddleware
 from pavedroad.core.background import BackgroundRunner, Reconciler
 from pavedroad.core.db import Database, database_for
 from pavedroad.core.http import BodySizeLimit, RequestContextMiddleware, install_error_handlers
-from pavedroad.core.jobs import JobQueue
+from pavedroad.core.jobs import EmbeddedConsumer, JobQueue
 from pavedroad.core.plugins import plugin_manager
+from pavedroad.environments import api as environments_api
+from pavedroad.environments.automation import EnvironmentAutomation
+from pavedroad.environments.deployments import DeploymentService
+from pavedroad.environments.factory import deployment_queue, deployment_service
 from pavedroad.git import api as git_api
 from pavedroad.git import http as git_http
 from pavedroad.git import webhooks as git_webhooks
@@ -37,6 +42,7 @@ from pavedroad.identity.sessions import SessionService
 from pavedroad.pipelines import api as pipelines_api
 from pavedroad.pipelines.dispatch import JobQueues
 from pavedroad.pipelines.runs import PipelineService
+from pavedroad.runtimes.local.router import install_router
 from pavedroad.scaffolder import api as scaffolder_api
 from pavedroad.scaffolder.tasks import TaskService
 from pavedroad.secrets import api as secrets_api
@@ -55,26 +61,12 @@ def create_app(
     settings.ensure_home()
     db = database or database_for(settings)
     db.migrate()
-    catalog = CatalogService(db, settings)
-    catalog.ensure_configured_locations()
-    secrets = SecretStore(db, settings)
-    git_service = GitService(db, settings)
+    services = build_services(settings, db)
+    catalog, secrets, git_service = services.catalog, services.secrets, services.git
+    services.catalog.ensure_configured_locations()
     git_service.import_spool()  # pushes made while the platform was down
-    queue = JobQueue(settings)
-    scaffolder = TaskService(db, settings, catalog, secrets, queue)
-    pipelines = PipelineService(db, settings, catalog, secret_store=secrets)
-    job_queues = JobQueues(settings, pipelines.execute_job)
-    pipelines.queues = job_queues
-    reconcilers = background_reconcilers(catalog, secrets, git_service, scaffolder, pipelines)
-    runner = BackgroundRunner(reconcilers) if background else None
-    consumers = (
-        [
-            queue.consumer(settings.workers),
-            *job_queues.consumers(settings.pipelines.labels, settings.pipelines.workers),
-        ]
-        if background
-        else []
-    )
+    runner = BackgroundRunner(services.reconcilers()) if background else None
+    consumers = services.consumers() if background else []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,8 +75,8 @@ def create_app(
         for consumer in consumers:
             consumer.start()
         if consumers:
-            threading.Thread(target=scaffolder.warm_up, daemon=True).start()
-            threading.Thread(target=pipelines.stop_orphans, daemon=True).start()
+            for work in services.at_start():
+                threading.Thread(target=work, daemon=True).start()
         yield
         for consumer in consumers:
             consumer.stop_and_wait()
@@ -104,9 +96,10 @@ def create_app(
     app.state.catalog = catalog
     app.state.secrets = secrets
     app.state.git = git_service
-    app.state.queue = queue
-    app.state.scaffolder = scaffolder
-    app.state.pipelines = pipelines
+    app.state.queue = services.queue
+    app.state.scaffolder = services.scaffolder
+    app.state.pipelines = services.pipelines
+    app.state.deployments = services.deployments
     app.state.identity = IdentityService(db)
     app.state.sessions = SessionService(db, settings, app.state.identity)
     app.add_middleware(
@@ -121,9 +114,13 @@ def create_app(
     app.add_middleware(
         BodySizeLimit,
         max_body_bytes=settings.max_request_bytes,
-        streamed=("/git/", "/api/v1/git/webhooks/"),  # these limit their own bodies
+        # these limit their own bodies
+        streamed=("/git/", "/api/v1/git/webhooks/", "/api/v1/releases"),
     )
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: requests for deployed services never reach the platform's own stack.
+    app.state.router = install_router(app, settings)
+    services.deployments.runtime.router = app.state.router  # type: ignore[attr-defined]
     install_error_handlers(app)
     app.include_router(catalog_api.router)
     app.include_router(backstage_api.router)
@@ -138,6 +135,7 @@ def create_app(
     app.include_router(git_http.router)
     app.include_router(scaffolder_api.router)
     app.include_router(pipelines_api.router)
+    app.include_router(environments_api.router)
     _add_operational_routes(app, catalog)
     from pavedroad.portal.views import mount_portal
 
@@ -146,22 +144,83 @@ def create_app(
     return app
 
 
-def background_reconcilers(
-    catalog: CatalogService,
-    secrets: SecretStore,
-    git_service: GitService,
-    scaffolder: TaskService,
-    pipelines: PipelineService,
-) -> list[Reconciler]:
-    return [
-        Reconciler("catalog-refresh", catalog.refresh_due, interval_seconds=2.0),
-        Reconciler("secret-rotation", secrets.rotate_due, interval_seconds=30.0),
-        Reconciler("git-push-spool", git_service.import_spool, interval_seconds=2.0),
-        Reconciler("scaffolder-recovery", scaffolder.recover, interval_seconds=10.0),
-        Reconciler("pipeline-triggers", pipelines.start_pushed, interval_seconds=2.0),
-        Reconciler("pipeline-recovery", pipelines.recover, interval_seconds=10.0),
-        Reconciler("pipeline-schedules", pipelines.fire_schedules, interval_seconds=20.0),
-    ]
+@dataclass
+class Services:
+    """Every domain's service, as the server and ``pave worker`` both build them."""
+
+    settings: Settings
+    db: Database
+    catalog: CatalogService
+    secrets: SecretStore
+    git: GitService
+    queue: JobQueue
+    scaffolder: TaskService
+    pipelines: PipelineService
+    job_queues: JobQueues
+    deployment_jobs: JobQueue
+    deployments: DeploymentService
+    automation: EnvironmentAutomation
+
+    def reconcilers(self) -> list[Reconciler]:
+        return [
+            Reconciler("catalog-refresh", self.catalog.refresh_due, interval_seconds=2.0),
+            Reconciler("secret-rotation", self.secrets.rotate_due, interval_seconds=30.0),
+            Reconciler("git-push-spool", self.git.import_spool, interval_seconds=2.0),
+            Reconciler("scaffolder-recovery", self.scaffolder.recover, interval_seconds=10.0),
+            Reconciler("pipeline-triggers", self.pipelines.start_pushed, interval_seconds=2.0),
+            Reconciler("pipeline-recovery", self.pipelines.recover, interval_seconds=10.0),
+            Reconciler("pipeline-schedules", self.pipelines.fire_schedules, interval_seconds=20.0),
+            Reconciler("environment-automation", self.automation.react, interval_seconds=2.0),
+            Reconciler("deployment-recovery", self.deployments.recover, interval_seconds=5.0),
+        ]
+
+    def consumers(self) -> list[EmbeddedConsumer]:
+        """The queue consumers of this process: template tasks, pipeline jobs of its
+        labels, deployments."""
+        settings = self.settings
+        consumers = [
+            self.queue.consumer(settings.workers),
+            *self.job_queues.consumers(settings.pipelines.labels, settings.pipelines.workers),
+        ]
+        if settings.deployments.workers > 0:
+            consumers.append(self.deployment_jobs.consumer(settings.deployments.workers))
+        return consumers
+
+    def at_start(self) -> list[Callable[[], object]]:
+        """Work a processing process does once when it starts: warm the template task
+        processes, stop pipeline processes a dead worker left, adopt (or restart) the
+        service instances that ran before."""
+        return [
+            self.scaffolder.warm_up,
+            self.pipelines.stop_orphans,
+            self.deployments.runtime.adopt,
+        ]
+
+
+def build_services(settings: Settings, db: Database) -> Services:
+    catalog = CatalogService(db, settings)
+    secrets = SecretStore(db, settings)
+    queue = JobQueue(settings)
+    scaffolder = TaskService(db, settings, catalog, secrets, queue)
+    pipelines = PipelineService(db, settings, catalog, secret_store=secrets)
+    job_queues = JobQueues(settings, pipelines.execute_job)
+    pipelines.queues = job_queues
+    deployment_jobs = deployment_queue(settings)
+    deployments = deployment_service(db, settings, catalog, secrets, deployment_jobs)
+    return Services(
+        settings=settings,
+        db=db,
+        catalog=catalog,
+        secrets=secrets,
+        git=GitService(db, settings),
+        queue=queue,
+        scaffolder=scaffolder,
+        pipelines=pipelines,
+        job_queues=job_queues,
+        deployment_jobs=deployment_jobs,
+        deployments=deployments,
+        automation=EnvironmentAutomation(deployments),
+    )
 
 
 def _add_operational_routes(app: FastAPI, catalog: CatalogService) -> None:

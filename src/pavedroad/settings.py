@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -128,11 +128,67 @@ class PipelinesSettings(BaseModel):
     requeue_after_seconds: int = Field(default=60, ge=5)
 
 
+class DeploymentsSettings(BaseModel):
+    workers: int = Field(default=2, ge=0, le=64)  # deployments run at once by this process
+    ready_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)  # new instances get
+    drain_seconds: float = Field(default=2.0, ge=0, le=600)  # old instances keep serving
+    # a deployment whose worker stopped heartbeating this long is ended (finished or failed)
+    lost_after_seconds: int = Field(default=30, ge=5)
+    # a queued deployment not taken this long is queued again (its message was lost)
+    requeue_after_seconds: int = Field(default=30, ge=5)
+
+
 class YamlLimits(BaseModel):
     max_bytes: int = Field(default=1024 * 1024, ge=1)
     max_depth: int = Field(default=64, ge=2)
     max_aliases: int = Field(default=100, ge=0)
     max_nodes: int = Field(default=500_000, ge=1)
+
+
+class RuntimeSettings(BaseModel):
+    """The local runtime: each service instance a supervised process on 127.0.0.1."""
+
+    # Ports handed to instances: the first free one from port_min to port_max.
+    port_min: int = Field(default=20000, ge=1024, le=65535)
+    port_max: int = Field(default=29999, ge=1024, le=65535)
+    log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # one log file, then rotated
+    log_files: int = Field(default=5, ge=1, le=100)  # the current log and the rotated ones
+    # A service that exits is started again after this delay, doubled at each exit in a
+    # row up to the maximum (reset once it has stayed up for a minute).
+    restart_backoff_initial_seconds: float = Field(default=1.0, gt=0, le=300)
+    restart_backoff_max_seconds: float = Field(default=60.0, gt=0, le=3600)
+    stop_grace_seconds: float = Field(default=10.0, gt=0, le=300)  # SIGTERM, then SIGKILL
+    probe_period_seconds: float = Field(default=5.0, gt=0, le=300)  # liveness probes
+    probe_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    liveness_failure_threshold: int = Field(default=3, ge=1, le=100)  # then restarted
+    python: str | None = None  # interpreter of services' virtualenvs (None: the server's)
+    path: str | None = None  # PATH of services after their venv (None: the system folders)
+    prepare_timeout_seconds: int = Field(default=900, ge=10)  # creating a virtualenv
+
+    @model_validator(mode="after")
+    def _ordered_ports(self) -> RuntimeSettings:
+        if self.port_min > self.port_max:
+            raise ValueError("runtime.port_min must not be above runtime.port_max")
+        return self
+
+
+class RouterSettings(BaseModel):
+    """The local router: every service at a stable URL, ``<component>.<environment>.<domain>``
+    on the platform's own port, or ``/r/<environment>/<component>/`` on any host name."""
+
+    enabled: bool = True
+    domain: str = Field(default="localhost", pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)  # then 504
+    # Waiting for an upstream's response head, and between two reads of its body (a
+    # server-sent event stream that stays silent this long is cut): then 504.
+    read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Keep-alive connections kept open per upstream, each for at most this long idle
+    # (below the 5 s after which uvicorn and most servers close an idle connection).
+    pool_max_idle: int = Field(default=64, ge=0, le=10_000)
+    pool_idle_seconds: float = Field(default=4.0, gt=0, le=300)
+    recent_requests: int = Field(default=1000, ge=0, le=1_000_000)  # kept in memory
+    requests_log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)  # then rotated
+    requests_log_files: int = Field(default=5, ge=1, le=100)  # the current one and rotated
 
 
 class Settings(BaseSettings):
@@ -156,6 +212,9 @@ class Settings(BaseSettings):
     git: GitSettings = Field(default_factory=GitSettings)
     scaffolder: ScaffolderSettings = Field(default_factory=ScaffolderSettings)
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
+    deployments: DeploymentsSettings = Field(default_factory=DeploymentsSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
     # Seals every secret's data key (base64 of 32 bytes); unset: $PAVEDROAD_HOME/master.key.
     master_key: SecretStr | None = None
     # Keys that were current before a rotation, while servers still hold data keys by them.

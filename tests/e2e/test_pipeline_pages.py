@@ -287,15 +287,15 @@ def test_the_list_shows_the_run_and_filters_without_javascript(
         expect(row).to_have_count(1)
         expect(row).to_contain_text(f"{service.repo.full_name}#1")
         expect(row).to_contain_text("main")
-        # a run whose jobs are queued counts as running (no worker has taken them yet)
-        expect(row.get_by_test_id("run-status")).to_have_attribute("data-status", "running")
+        # a run is queued until a worker takes one of its jobs (none runs here yet)
+        expect(row.get_by_test_id("run-status")).to_have_attribute("data-status", "queued")
 
         page.get_by_test_id("filter-repository").select_option(service.repo.full_name)
         page.get_by_test_id("filter-status").select_option("failed")
         page.get_by_test_id("apply-filters").click()
         expect(page).to_have_url(re.compile(r"repository=checkout-team%2Fshelf-.*status=failed"))
         expect(page.get_by_test_id("no-match")).to_be_visible()
-        page.get_by_test_id("filter-status").select_option("running")
+        page.get_by_test_id("filter-status").select_option("queued")
         page.get_by_test_id("apply-filters").click()
         expect(page.get_by_test_id("run-row")).to_have_count(1)
 

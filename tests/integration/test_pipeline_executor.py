@@ -926,7 +926,7 @@ def test_the_step_registry() -> None:
     assert {"checkout", "deploy", "artifact/download"} <= set(registry.ids())
 
 
-def test_unknown_step_types_and_local_steps_fail_the_step(settings: Any, db: Database) -> None:
+def test_unknown_step_types_and_missing_local_steps_fail(settings: Any, db: Database) -> None:
     job_id, result = run_job(
         settings,
         db,
@@ -939,7 +939,7 @@ def test_unknown_step_types_and_local_steps_fail_the_step(settings: Any, db: Dat
     )
     assert result.status == "failed"
     assert "unknown step type 'docker/build'" in log_text(db, job_id, 0)
-    assert "not supported yet" in log_text(db, job_id, 1)
+    assert "there is no folder ci/steps/lint in the workspace" in log_text(db, job_id, 1)
     assert log_text(db, job_id, 2) == "-from-a\n"
 
 

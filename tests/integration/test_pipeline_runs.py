@@ -8,6 +8,7 @@ without running steps (tests/integration/test_pipeline_executor.py runs them).""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import textwrap
 from datetime import UTC, datetime
@@ -126,7 +127,7 @@ def test_a_push_starts_one_run_planned_with_its_matrix_and_needs(platform):
     [run] = service.runs(repository=repo.repository)
 
     assert (run.commit, run.branch, run.event, run.number) == (commit, "main", "push", 1)
-    assert run.status == "running" and run.problems == []
+    assert run.status == "queued" and run.problems == []  # until a worker claims a job
     assert statuses(service, run.id) == {
         "lint": "queued",
         "test (3.11)": "queued",
@@ -292,7 +293,7 @@ def test_a_rerun_is_a_new_run_of_the_same_commit(platform):
     again = service.rerun(run.id, "carol")
 
     assert (again.commit, again.number, again.rerun_of) == (run.commit, 2, run.id)
-    assert again.created_by == "carol" and again.status == "running"
+    assert again.created_by == "carol" and again.status == "queued"
 
 
 def test_a_pipeline_using_a_template_resolves_against_the_catalog(platform):
@@ -383,7 +384,8 @@ def test_a_new_run_cancels_the_one_in_progress_of_its_group(platform):
 
     newer, older = service.runs()
 
-    assert older.status == "cancelled" and newer.status == "running"
+    assert older.status == "cancelled" and newer.status == "queued"
+    assert statuses(service, newer.id) == {"only": "queued"}
 
 
 def test_without_cancel_in_progress_a_run_waits_for_its_group(platform):
@@ -394,7 +396,8 @@ def test_without_cancel_in_progress_a_run_waits_for_its_group(platform):
     repo.commit({"a.txt": "a\n"})
     service.start_pushed()
     newer, older = service.runs()
-    assert (older.status, newer.status) == ("running", "queued")
+    assert (older.status, newer.status) == ("queued", "queued")
+    assert statuses(service, older.id) == {"only": "queued"}
     assert statuses(service, newer.id) == {"only": "waiting"}
 
     work(service, older.id, "only")
@@ -556,3 +559,390 @@ def test_a_report_from_a_superseded_claim_changes_nothing(platform):
     assert statuses(service, run.id)["test (3.11)"] == "running"
     service.finish_job(job.id, "succeeded", {}, None, worker="worker-b:2", attempt=2)
     assert statuses(service, run.id)["test (3.11)"] == "succeeded"
+
+
+def job(service: PipelineService, run_id: str, key: str) -> JobRow:
+    return next(j for j in service.jobs(run_id) if j.key == key)
+
+
+def step_statuses(service: PipelineService, run_id: str, key: str) -> list[str]:
+    return [step.status for step in service.steps(job(service, run_id, key).id)]
+
+
+def test_a_run_is_queued_until_a_worker_claims_one_of_its_jobs(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": PIPELINE})
+    service.start_pushed()
+    [run] = service.runs()
+    assert (run.status, run.started_at) == ("queued", None)
+
+    assert service.claim(job(service, run.id, "lint").id, "test-worker") is not None
+
+    claimed = service.run(run.id)
+    assert claimed.status == "running" and claimed.started_at is not None
+
+
+def test_steps_of_jobs_that_never_started_end_cancelled_or_skipped(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": PIPELINE})
+    service.start_pushed()
+    [run] = service.runs()
+    work(service, run.id, "lint", "failed")
+    work(service, run.id, "test (3.11)")
+    work(service, run.id, "test (3.12)")
+    assert statuses(service, run.id)["build"] == "skipped"  # a need failed
+    assert step_statuses(service, run.id, "build") == ["skipped"]
+    assert statuses(service, run.id)["notify"] == "queued"  # if: always()
+
+    service.cancel(run.id)
+
+    assert statuses(service, run.id)["notify"] == "cancelled"
+    assert step_statuses(service, run.id, "notify") == ["cancelled"]
+
+
+FAIL_FAST = """
+on: push
+jobs:
+  test:
+    strategy:
+      fail-fast: %s
+      matrix:
+        n: [1, 2, 3]
+    continue-on-error: ${{ matrix.n == 4 }}
+    steps:
+      - run: echo ${{ matrix.n }}
+  after:
+    needs: [test]
+    steps:
+      - run: echo after
+"""
+
+
+def test_fail_fast_cancels_the_siblings_of_a_failed_matrix_job(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": FAIL_FAST % "true"})
+    service.start_pushed()
+    [run] = service.runs()
+    one, two = job(service, run.id, "test (1)"), job(service, run.id, "test (2)")
+    service.claim(one.id, "worker-a")
+    service.claim(two.id, "worker-b")
+
+    service.finish_job(one.id, "failed", {}, "step failed")
+
+    assert statuses(service, run.id) == {
+        "test (1)": "failed",
+        "test (2)": "running",  # asked to stop: its heartbeat says so
+        "test (3)": "cancelled",
+        "after": "waiting",
+    }
+    assert service.heartbeat(two.id) is False
+    assert "test (1) failed (strategy.fail-fast)" in (job(service, run.id, "test (3)").error or "")
+    assert step_statuses(service, run.id, "test (3)") == ["cancelled"]
+
+    service.finish_job(two.id, "cancelled", {}, "the job was cancelled")
+
+    assert "strategy.fail-fast" in (job(service, run.id, "test (2)").error or "")
+    assert statuses(service, run.id)["after"] == "skipped"
+    assert service.run(run.id).status == "failed"  # the failure, not the cancels it caused
+
+
+def test_without_fail_fast_the_other_matrix_jobs_go_on(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": FAIL_FAST % "false"})
+    service.start_pushed()
+    [run] = service.runs()
+    two = job(service, run.id, "test (2)")
+    service.claim(two.id, "worker-b")
+
+    work(service, run.id, "test (1)", "failed")
+
+    assert statuses(service, run.id)["test (2)"] == "running"
+    assert statuses(service, run.id)["test (3)"] == "queued"
+    assert service.heartbeat(two.id) is True
+
+
+def test_a_matrix_job_allowed_to_fail_does_not_cancel_its_siblings(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    pipeline = (FAIL_FAST % "true").replace("matrix.n == 4", "matrix.n == 1")
+    repo.commit({".pavedroad/pipeline.yaml": pipeline})
+    service.start_pushed()
+    [run] = service.runs()
+
+    work(service, run.id, "test (1)", "failed")  # continue-on-error: ${{ matrix.n == 1 }}
+
+    assert statuses(service, run.id)["test (2)"] == "queued"
+    work(service, run.id, "test (2)")
+    work(service, run.id, "test (3)")
+    assert service.run(run.id).status == "succeeded"  # its failure fails nothing
+
+
+def test_max_parallel_queues_the_next_matrix_job_as_one_ends(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit(
+        {
+            ".pavedroad/pipeline.yaml": """\
+                on: push
+                jobs:
+                  test:
+                    strategy:
+                      max-parallel: 2
+                      matrix:
+                        n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+                    steps:
+                      - run: echo ${{ matrix.n }}
+                """
+        }
+    )
+    service.start_pushed()
+    [run] = service.runs()
+
+    def queued() -> list[str]:
+        found = statuses(service, run.id)
+        return [f"test ({n})" for n in range(1, 11) if found[f"test ({n})"] == "queued"]
+
+    assert queued() == ["test (1)", "test (2)"]  # in the matrix's order, 10 after 9
+    service.claim(job(service, run.id, "test (1)").id, "w")
+    assert queued() == ["test (2)"]  # a running one counts too
+    work(service, run.id, "test (2)")
+    assert queued() == ["test (3)"]
+    for n in range(3, 11):
+        if n > 3:
+            assert queued() == [f"test ({n})"]
+        work(service, run.id, f"test ({n})")
+    service.finish_job(job(service, run.id, "test (1)").id, "succeeded", {}, None)
+    assert service.run(run.id).status == "succeeded"
+
+
+DEPLOY = """
+on: push
+jobs:
+  build:
+    steps:
+      - run: echo build
+  deploy:
+    needs: [build]
+    concurrency:
+      group: deploy-${{ github.ref_name }}
+      cancel-in-progress: %s
+    steps:
+      - run: echo deploy
+"""
+
+
+def test_a_job_waits_for_the_job_of_another_run_in_its_concurrency_group(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": DEPLOY % "false"})
+    service.start_pushed()
+    repo.commit({"a.txt": "a\n"})
+    service.start_pushed()
+    newer, older = service.runs()
+    work(service, older.id, "build")
+    service.claim(job(service, older.id, "deploy").id, "w")
+
+    work(service, newer.id, "build")
+
+    assert statuses(service, newer.id)["deploy"] == "waiting"  # deploy-main is taken
+    assert job(service, newer.id, "deploy").spec["concurrency-group"] == "deploy-main"
+    service.finish_job(job(service, older.id, "deploy").id, "succeeded", {}, None)
+    assert statuses(service, newer.id)["deploy"] == "queued"
+    assert service.run(older.id).status == "succeeded"
+
+
+def test_a_job_group_with_cancel_in_progress_cancels_the_older_runs_job(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": DEPLOY % "true"})
+    service.start_pushed()
+    repo.commit({"a.txt": "a\n"})
+    service.start_pushed()
+    repo.commit({"b.txt": "b\n"})
+    service.start_pushed()
+    newest, newer, oldest = service.runs()
+    work(service, oldest.id, "build")
+    running = job(service, oldest.id, "deploy")
+    service.claim(running.id, "w")
+    work(service, newer.id, "build")
+    assert statuses(service, newer.id)["deploy"] == "waiting"  # the running one is stopping
+    assert service.heartbeat(running.id) is False
+
+    work(service, newest.id, "build")  # cancels newer's waiting deploy at once
+
+    assert statuses(service, newer.id)["deploy"] == "cancelled"
+    assert service.run(newer.id).status == "cancelled"
+    assert "concurrency group 'deploy-main'" in (job(service, newer.id, "deploy").error or "")
+    assert statuses(service, newest.id)["deploy"] == "waiting"
+    service.finish_job(running.id, "cancelled", {}, "the job was cancelled")
+    assert service.run(oldest.id).status == "cancelled"
+    assert statuses(service, newest.id)["deploy"] == "queued"
+
+
+DYNAMIC = """
+on:
+  push: {}
+  manual:
+    inputs:
+      m: {type: string, default: '{"x": [1]}'}
+jobs:
+  setup:
+    outputs:
+      matrix: ${{ steps.pick.outputs.matrix }}
+    steps:
+      - id: pick
+        run: echo "matrix=..." >> "$PAVEDROAD_OUTPUT"
+  test:
+    needs: [setup]
+    runs-on: ${{ matrix.os }}
+    strategy:
+      max-parallel: 2
+      matrix: ${{ fromJSON(needs.setup.outputs.matrix) }}
+    steps:
+      - run: echo ${{ matrix.os }}
+      - run: echo again
+  from-inputs:
+    strategy:
+      matrix: ${{ fromJSON(inputs.m) }}
+    steps:
+      - run: echo ${{ matrix.x }}
+"""
+
+
+def test_a_matrix_expression_expands_into_matrix_jobs_when_its_needs_end(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": DYNAMIC})
+    service.start_pushed()
+    [run] = service.runs()
+    assert statuses(service, run.id) == {
+        "setup": "queued",
+        "test": "waiting",
+        "from-inputs (1)": "queued",
+    }
+    matrix = {
+        "os": ["linux", "mac", "bsd"],
+        "tier": ["a"],
+        "exclude": [{"os": "bsd"}],
+        "include": [{"os": "mac", "extra": True}, {"os": "windows"}],
+    }
+
+    work_with_outputs(service, run.id, "setup", {"matrix": json.dumps(matrix)})
+
+    jobs = {j.key: j for j in service.jobs(run.id)}
+    assert {key: j.status for key, j in jobs.items() if key.startswith("test")} == {
+        "test (linux, a)": "queued",
+        "test (mac, a, True)": "queued",
+        "test (windows)": "waiting",  # max-parallel: 2
+    }
+    assert jobs["test (mac, a, True)"].matrix == {"os": "mac", "tier": "a", "extra": True}
+    assert jobs["test (linux, a)"].labels == ["linux"]  # runs-on: ${{ matrix.os }}
+    assert [s.status for s in service.steps(jobs["test (windows)"].id)] == ["waiting"] * 2
+    work(service, run.id, "test (linux, a)")
+    assert statuses(service, run.id)["test (windows)"] == "queued"
+
+
+def work_with_outputs(service: PipelineService, run_id: str, key: str, outputs: dict) -> None:
+    found = job(service, run_id, key)
+    assert service.claim(found.id, "test-worker") is not None
+    service.finish_job(found.id, "succeeded", outputs, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("not json", "fromJSON"),
+        ('"a string"', "the matrix expression gave the string 'a string', not a mapping"),
+        ('{"os": []}', "strategy.matrix.os: matrix axis 'os' must be a non-empty list"),
+        ('{"os": ["a"], "exclude": [{"os": "a"}]}', "exclude removes every combination"),
+        ('{"n": ' + json.dumps(list(range(300))) + "}", "more than the limit of 256"),
+    ],
+)
+def test_a_bad_matrix_expression_value_fails_its_job_saying_why(platform, value, message):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": DYNAMIC})
+    service.start_pushed()
+    [run] = service.runs()
+
+    work_with_outputs(service, run.id, "setup", {"matrix": value})
+
+    failed = job(service, run.id, "test")
+    assert failed.status == "failed" and failed.error.startswith("strategy.matrix: ")  # type: ignore[union-attr]
+    assert message in failed.error, failed.error  # type: ignore[operator]
+    assert step_statuses(service, run.id, "test") == ["skipped", "skipped"]
+
+
+def test_a_matrix_from_a_manual_runs_inputs_expands_at_once(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": DYNAMIC})
+
+    run = service.start_manual(repo.repository, "main", "bob", {"m": '{"x": [7, 8]}'})
+
+    found = statuses(service, run.id)
+    assert (found["from-inputs (7)"], found["from-inputs (8)"]) == ("queued", "queued")
+
+
+def test_a_matrix_expression_of_a_skipped_job_is_not_evaluated(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit({".pavedroad/pipeline.yaml": DYNAMIC})
+    service.start_pushed()
+    [run] = service.runs()
+
+    work(service, run.id, "setup", "failed")
+
+    assert statuses(service, run.id)["test"] == "skipped"
+    assert job(service, run.id, "test").error is None
+
+
+def test_a_worker_takes_only_jobs_whose_labels_its_queues_carry(platform):
+    app, service, tmp_path = platform
+    repo = Repo(app, tmp_path)
+    repo.commit(
+        {
+            ".pavedroad/pipeline.yaml": """\
+                on: push
+                jobs:
+                  gpu:
+                    runs-on: [gpu]
+                    steps:
+                      - run: echo on a gpu
+                """
+        }
+    )
+    service.start_pushed()
+    [run] = service.runs()
+    gpu = job(service, run.id, "gpu")
+    assert "gpu" not in app.state.settings.pipelines.labels
+
+    service.execute_job(gpu.id, frozenset({"local"}))
+    assert statuses(service, run.id)["gpu"] == "queued"  # back on its queue for another
+
+    service.execute_job(gpu.id, frozenset({"gpu", "local"}))  # the labels its queues carry
+    assert service.run(run.id).status == "succeeded"
+
+
+def test_job_queues_tell_the_handler_the_labels_they_consume(make_settings):
+    from integration_support import wait_for
+
+    from pavedroad.pipelines.dispatch import JobQueues
+    from pavedroad.pipelines.runs import JOB
+
+    handled: list[tuple[str, Any]] = []
+    queues = JobQueues(make_settings(), lambda job_id, labels: handled.append((job_id, labels)))
+    [any_consumer, gpu_consumer] = queues.consumers(["gpu"], 1)
+    for consumer in (any_consumer, gpu_consumer):
+        consumer.start()
+    try:
+        queues("jobs-gpu").enqueue(JOB, "a-job")
+        assert wait_for(lambda: bool(handled), timeout=20)
+    finally:
+        for consumer in (any_consumer, gpu_consumer):
+            consumer.stop_and_wait()
+    assert handled == [("a-job", frozenset({"gpu"}))]

@@ -20,6 +20,7 @@ from pavedroad.pipelines.spec import (
     find_cycles,
     parse_cron,
     parse_pipeline,
+    read_matrix,
 )
 
 BUILT_IN_STEPS = {
@@ -1387,6 +1388,60 @@ def test_a_matrix_may_be_one_expression():
     )
     matrix = pipeline.jobs["a"].strategy.matrix  # type: ignore[union-attr]
     assert matrix is not None and matrix.expression == "${{ fromJSON(needs.setup.outputs.matrix) }}"
+
+
+def test_a_matrix_expression_must_be_the_whole_value():
+    found = problems(
+        """
+        jobs:
+          a:
+            strategy:
+              matrix: "os-${{ inputs.os }}"
+            steps: [run: echo]
+        """
+    )
+    assert [(p.line, p.path) for p in found] == [(4, "jobs.a.strategy.matrix")]
+    assert "one ${{ }} and nothing else" in found[0].message
+
+
+def test_a_matrix_given_at_run_time_follows_the_rules_of_a_written_one():
+    matrix = read_matrix(
+        {
+            "os": ["linux", "mac"],
+            "exclude": [{"os": "mac"}],
+            "include": [{"os": "linux", "extra": "${{ not an expression }}"}],
+        }
+    )
+    assert matrix.combinations() == [{"os": "linux", "extra": "${{ not an expression }}"}]
+    assert read_matrix({"include": [{"a": 1}]}).combinations() == [{"a": 1}]
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "message"),
+    [
+        ('{"os": ["a"]}', "strategy.matrix", 'gave the string \'{"os": ["a"]}\', not a'),
+        ([1, 2], "strategy.matrix", "gave a list, not a mapping"),
+        (None, "strategy.matrix", "gave nothing (null), not a mapping"),
+        ({}, "strategy.matrix", "the matrix is empty"),
+        ({"os": "linux"}, "strategy.matrix.os", "matrix axis 'os' must be a non-empty list"),
+        ({"os": [None]}, "strategy.matrix.os[0]", "must be a scalar or a mapping"),
+        (
+            {"os": ["a"], "exclude": [{"oss": "a"}]},
+            "strategy.matrix.exclude[0].oss",
+            "not a matrix axis",
+        ),
+        ({"os": ["a"], "include": ["a"]}, "strategy.matrix.include[0]", "non-empty mapping"),
+        ({"os": ["a"], "exclude": [{"os": "a"}]}, "strategy.matrix", "exclude removes every"),
+        ({"a": list(range(20)), "b": list(range(20))}, "strategy.matrix", "more than the limit"),
+        ({"bad name": [1]}, "strategy.matrix.bad name", "matrix axis 'bad name' is not valid"),
+    ],
+)
+def test_a_matrix_given_at_run_time_that_breaks_a_rule_says_where(value, where, message):
+    with pytest.raises(PipelineError) as caught:
+        read_matrix(value)
+    first = caught.value.problems[0]
+    assert (first.line, first.path) == (0, where), caught.value.problems
+    assert message in first.message
 
 
 def test_local_steps_are_not_asked_of_the_step_registry():

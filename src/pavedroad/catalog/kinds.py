@@ -51,6 +51,8 @@ def _spec_schema(
 
 
 _STRING = {"type": "string", "minLength": 1}
+_NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"}
+_DURATION = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(s|m|h|d)$"}  # 30m, 72h, 7d
 _STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}}
 _PROFILE = {
     "type": "object",
@@ -320,6 +322,39 @@ def platform_kinds() -> list[KindSchema]:
                     "type": {"enum": ["development", "staging", "production", "preview"]},
                     "description": {"type": "string"},
                     "owner": _STRING,
+                    "runtime": {"enum": ["local"]},
+                    "promotesFrom": _NAME,
+                    "approval": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "approvals": {"type": "integer", "minimum": 1, "maximum": 10},
+                            "expiresAfter": _DURATION,
+                        },
+                    },
+                    "autoDeploy": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "minProperties": 1,
+                            "maxProperties": 1,
+                            "properties": {
+                                "defaultBranch": {"const": True},
+                                "branch": _STRING,
+                            },
+                        },
+                    },
+                    "previews": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"ttl": _DURATION},
+                    },
+                    "variables": {
+                        "type": "object",
+                        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"},
+                        "additionalProperties": {"type": ["string", "number", "boolean"]},
+                    },
                 },
             ),
             "A place releases run: development, staging, production or a preview.",

@@ -12,6 +12,7 @@ import typer
 from pavedroad import __version__
 from pavedroad.catalog.cli import catalog_app
 from pavedroad.cli.output import fail
+from pavedroad.environments import cli as environments_cli
 from pavedroad.git.cli import repo_app
 from pavedroad.identity.cli import can, login, logout, token_app, user_app, whoami
 from pavedroad.pipelines.cli import pipeline_app
@@ -36,6 +37,10 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(
     secret_app, name="secrets", hidden=True
 )  # `pave secrets rotate-master-key` reads well
+app.add_typer(environments_cli.env_app, name="env")
+app.add_typer(environments_cli.release_app, name="release")
+for _command in ("deploy", "promote", "rollback", "approve", "ps", "logs"):
+    app.command(_command)(getattr(environments_cli, _command))
 app.command("can")(can)
 app.command("login")(login)
 app.command("logout")(logout)
@@ -101,54 +106,36 @@ def server(
 @app.command()
 def worker(once: bool = typer.Option(False, "--once", help="Run one round and exit.")) -> None:
     """Process background work (catalog refresh, queued jobs) against the shared database."""
-    from pavedroad.app import background_reconcilers
-    from pavedroad.catalog.service import CatalogService
+    from pavedroad.app import build_services
     from pavedroad.core.background import BackgroundRunner
     from pavedroad.core.db import database_for
-    from pavedroad.core.jobs import JobQueue
-    from pavedroad.git.service import GitService
-    from pavedroad.pipelines.dispatch import JobQueues
-    from pavedroad.pipelines.runs import PipelineService
-    from pavedroad.scaffolder.tasks import TaskService
-    from pavedroad.secrets.service import SecretStore
 
     settings = load_settings()
     _configure_logging(settings)
     settings.ensure_home()
     db = database_for(settings)
     db.migrate()
-    secrets = SecretStore(db, settings)
-    git_service = GitService(db, settings)
-    catalog = CatalogService(db, settings)
-    queue = JobQueue(settings)
-    scaffolder = TaskService(db, settings, catalog, secrets, queue)
-    pipelines = PipelineService(db, settings, catalog, secret_store=secrets)
-    job_queues = JobQueues(settings, pipelines.execute_job)
-    pipelines.queues = job_queues
-    runner = BackgroundRunner(
-        background_reconcilers(catalog, secrets, git_service, scaffolder, pipelines)
-    )
+    services = build_services(settings, db)
+    runner = BackgroundRunner(services.reconcilers())
     if once:
         runner.run_once()
         return
     labels = settings.pipelines.labels
-    consumers = [
-        queue.consumer(settings.workers),
-        *job_queues.consumers(labels, settings.pipelines.workers),
-    ]
+    consumers = services.consumers()
     typer.echo(
         f"pave worker: processing background work for {_redact(settings.resolved_database_url)}"
-        f" and jobs from {_redact(queue.url)} with {settings.workers} worker thread(s);"
+        f" and jobs from {_redact(services.queue.url)} with {settings.workers} worker thread(s);"
         f" pipeline jobs labelled {', '.join(labels) or '(none)'} or unlabelled,"
-        f" {settings.pipelines.workers} at a time"
+        f" {settings.pipelines.workers} at a time; {settings.deployments.workers} deployment(s)"
+        " at a time"
     )
     # SIGTERM (systemd, Kubernetes) stops the worker as Ctrl-C does: jobs get to finish
     signal.signal(signal.SIGTERM, _interrupt)
     runner.start()
     for consumer in consumers:
         consumer.start()
-    scaffolder.warm_up()
-    pipelines.stop_orphans()
+    for work in services.at_start():
+        work()
     try:
         while runner._thread and runner._thread.is_alive():
             runner._thread.join(1.0)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pavedroad.pipelines.steps import StepType
     from pavedroad.scaffolder.actions import Action
     from pavedroad.settings import Settings
+    from pavedroad.workloads.resources import ResourceType
 
 hookspec = pluggy.HookspecMarker("pavedroad")
 hookimpl = pluggy.HookimplMarker("pavedroad")
@@ -76,3 +77,9 @@ def pavedroad_scaffolder_actions() -> list[Action]:  # type: ignore[empty-body]
 def pavedroad_pipeline_steps() -> list[StepType]:  # type: ignore[empty-body]
     """Pipeline step types (``checkout``, ``python/test``, or a plugin's own ``acme/scan``)
     that a step names with ``uses:``; each declares the JSON Schema of its ``with:``."""
+
+
+@hookspec
+def pavedroad_resource_types() -> list[ResourceType]:  # type: ignore[empty-body]
+    """Resource types (``volume``, ``secret``, or a plugin's own ``postgres``) that a Score
+    workload's resources name with ``type:``; each declares the JSON Schema of its ``params``."""

@@ -19,6 +19,8 @@ BUILTIN_PLUGINS = (
     "pavedroad.scaffolder.platform_actions",
     "pavedroad.pipelines.builtin",
     "pavedroad.pipelines.steps",
+    "pavedroad.workloads.builtin",
+    "pavedroad.environments.builtin",
 )
 
 

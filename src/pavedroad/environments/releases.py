@@ -24,6 +24,8 @@ from pavedroad.core.safeyaml import YamlError, load_document
 from pavedroad.core.timeutil import as_utc, isoformat, utcnow
 from pavedroad.environments.models import ReleaseRow
 from pavedroad.pipelines.artifacts import ArtifactStore, Blob
+from pavedroad.workloads.problems import WorkloadError
+from pavedroad.workloads.score import parse_workload
 
 SCORE_API_VERSION = "score.dev/v1b1"
 RELEASE_CREATED = "ReleaseCreated"
@@ -77,8 +79,9 @@ class Release:
 
 def parse_score(text: str, source: str = "score.yaml") -> dict[str, Any]:
     """A Score workload file read with the platform's safe YAML loader and checked to be
-    one (``apiVersion: score.dev/v1b1`` with ``metadata.name``); :class:`ScoreError`
-    (or :class:`YamlError`) says what is wrong."""
+    one (``apiVersion: score.dev/v1b1``), then checked whole by
+    :func:`~pavedroad.workloads.score.parse_workload`; :class:`ScoreError` says what is
+    wrong, every problem with its line."""
     if len(text.encode()) > MAX_SCORE_BYTES:
         raise ScoreError(f"{source} is larger than {MAX_SCORE_BYTES} bytes")
     try:
@@ -92,10 +95,11 @@ def parse_score(text: str, source: str = "score.yaml") -> dict[str, Any]:
             f"{source} must have apiVersion {SCORE_API_VERSION} (a Score workload), "
             f"not {data.get('apiVersion')!r}"
         )
-    metadata = data.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    if not isinstance(name, str) or not name.strip():
-        raise ScoreError(f"{source} must name the workload in metadata.name")
+    try:
+        parse_workload(text, source)
+    except WorkloadError as error:
+        problems = [problem.as_dict() for problem in error.problems]
+        raise ScoreError(error.detail, problems=problems) from None
     return data
 
 

@@ -17,6 +17,11 @@ step's whole process group; what a step leaves running in its group is killed wh
 ends, and what escaped the group is found and killed at the job's end (see
 :mod:`pavedroad.pipelines.processes`).
 
+A local step (``uses: ./path``, :mod:`pavedroad.pipelines.local_steps`) runs its own
+steps the same way, one after the other within the step that uses it: in that step's
+log, each with a notice line naming it, with the local step's ``inputs``, ``steps`` and
+status for its ``if:`` conditions, and within that step's timeout.
+
 Differences from GitHub: a job past its ``timeout-minutes`` ends ``failed`` (GitHub
 says ``cancelled``), since nobody cancelled it; outputs of a job that hold a secret are
 left out with a notice, as GitHub does, and step outputs are stored masked.
@@ -57,6 +62,7 @@ from pavedroad.pipelines.expressions import (
     to_string,
     truthy,
 )
+from pavedroad.pipelines.local_steps import LocalStep, LocalStepInvalid, load_local_step
 from pavedroad.pipelines.models import JobRow, LogChunkRow, RunRow, StepRow, TestCaseRow
 from pavedroad.pipelines.processes import JOB_MARKER, kill_marked, run_process
 from pavedroad.pipelines.steplog import JOB_LOG_INDEX, StepLog, error_line, notice
@@ -78,6 +84,7 @@ DEFAULT_KILL_GRACE_SECONDS = 5.0
 DEFAULT_HEARTBEAT_SECONDS = 5.0
 DEFAULT_FILE_COMMAND_MAX_BYTES = 1024 * 1024
 CANCEL_POLL_SECONDS = 0.5
+ACTION_PATH_VARIABLE = "PAVEDROAD_ACTION_PATH"  # a local step's folder, to its steps
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _CONCLUSION_STATUS = {
@@ -270,6 +277,7 @@ class JobExecutor:
         self.matrix: dict[str, Any] = {}
         self._cancel = threading.Event()
         self._stop_watch = threading.Event()
+        self._local_chain: list[LocalStep] = []  # the local steps running, outermost first
 
     # -- the job ---------------------------------------------------------------------
 
@@ -456,10 +464,21 @@ class JobExecutor:
             "vars": {},
         }
 
-    def _functions(self, *, status: bool = False) -> Functions:
+    def _functions(self, status: JobStatus | None = None) -> Functions:
+        """Functions for expressions; with ``status``, the status functions of an ``if:``."""
         return Functions(
-            status=self.status if status else None,
+            status=status,
             hash_files=lambda patterns: hash_files(self.folders.workspace, patterns),
+        )
+
+    def _wanted(self, step: Mapping[str, Any], contexts: dict[str, Any], status: JobStatus) -> bool:
+        """Whether the step's ``if:`` holds, with ``status`` answering ``success()`` and
+        the other status functions."""
+        condition = step.get("if")
+        if isinstance(condition, bool):  # `if: false` in YAML is a boolean, not a text
+            condition = "true" if condition else "false"
+        return evaluate_condition(
+            "" if condition is None else str(condition), contexts, self._functions(status)
         )
 
     def _evaluate_job_env(self) -> None:
@@ -483,15 +502,8 @@ class JobExecutor:
             self._record(step, _StepResult("skipped"), step_log, name=None)
             return
         contexts = self._contexts(self._env_context())
-        condition = step.get("if")
-        if isinstance(condition, bool):  # `if: false` in YAML is a boolean, not a text
-            condition = "true" if condition else "false"
         try:
-            wanted = evaluate_condition(
-                "" if condition is None else str(condition),
-                contexts,
-                self._functions(status=True),
-            )
+            wanted = self._wanted(step, contexts, self.status)
         except ExpressionError as error:
             self._start(index)
             result = _StepResult("failure", message=f"if: {error.detail}")
@@ -549,21 +561,32 @@ class JobExecutor:
             shell=str(step.get("shell") or "bash"),
         )
 
-    def _execute(self, step: dict[str, Any], prepared: _Prepared, step_log: StepLog) -> _StepResult:
-        index = step["index"]
-        files = self._file_commands(index)
+    def _execute(
+        self,
+        step: dict[str, Any],
+        prepared: _Prepared,
+        step_log: StepLog,
+        *,
+        key: str | None = None,
+        deadline: float = float("inf"),
+    ) -> _StepResult:
+        """Run a prepared step. ``key`` names its script and file commands (a step of a
+        local step has one of its own); ``deadline`` is an enclosing local step's."""
+        key = str(step["index"]) if key is None else key
+        files = self._file_commands(key)
         env = self._process_env(prepared.env, files)
-        step_deadline = (
+        own_deadline = (
             time.monotonic() + prepared.timeout_minutes * 60
             if prepared.timeout_minutes is not None
             else float("inf")
         )
+        step_deadline = min(own_deadline, deadline, self.job_deadline)
         interruptible = self.status is not JobStatus.CANCELLED  # cleanup steps run to the end
 
         def should_stop() -> str | None:
             if interruptible and self._cancel.is_set():
                 return "cancelled"
-            if time.monotonic() >= min(step_deadline, self.job_deadline):
+            if time.monotonic() >= step_deadline:
                 return "timeout"
             return None
 
@@ -584,13 +607,16 @@ class JobExecutor:
         result = _StepResult("success", continue_on_error=prepared.continue_on_error)
         try:
             if prepared.script is not None:
-                argv = self._script(index, prepared, env)
+                argv = self._script(key, prepared, env)
                 result.exit_code = runner(argv, prepared.cwd, env)
                 if result.exit_code != 0:
                     result.outcome = "failure"
                     result.message = f"Process completed with exit code {result.exit_code}."
+            elif prepared.uses and str(prepared.uses).startswith("./"):
+                outputs = self._run_local_step(key, prepared, step_log, step_deadline)
+                result.outputs.update(outputs)
             elif prepared.uses:
-                outputs = self._run_step_type(index, prepared, env, step_log, runner)
+                outputs = self._run_step_type(step["index"], prepared, env, step_log, runner)
                 result.outputs.update(outputs)
             else:
                 raise StepFailed("the step has neither run: nor uses:")
@@ -598,18 +624,20 @@ class JobExecutor:
             if stopped.reason == "cancelled":
                 result.outcome, result.message = "cancelled", "The step was cancelled."
                 self.status = JobStatus.CANCELLED
-            else:
+            elif time.monotonic() >= self.job_deadline:
                 result.outcome = "failure"
-                if time.monotonic() >= self.job_deadline:
-                    result.job_timed_out = True
-                    result.message = "The job ran past its timeout: the step was stopped."
-                else:
-                    result.message = (
-                        f"The step ran past its timeout of {prepared.timeout_minutes:g} minutes."
-                    )
+                result.job_timed_out = True
+                result.message = "The job ran past its timeout: the step was stopped."
+            elif time.monotonic() >= own_deadline:
+                result.outcome = "failure"
+                result.message = (
+                    f"The step ran past its timeout of {prepared.timeout_minutes:g} minutes."
+                )
+            else:
+                raise  # the enclosing local step's timeout: it says so
         except StepFailed as failed:
             result.outcome, result.message = "failure", failed.message
-            result.outputs.update({key: _text(value) for key, value in failed.outputs.items()})
+            result.outputs.update({name: _text(value) for name, value in failed.outputs.items()})
         try:
             result.outputs.update(self._read_file_commands(files))
         except file_commands.FileCommandError as error:
@@ -626,11 +654,6 @@ class JobExecutor:
         runner: Callable[[Sequence[str], Path, Mapping[str, str]], int],
     ) -> dict[str, str]:
         uses = str(prepared.uses)
-        if uses.startswith("./"):
-            raise StepFailed(
-                f"uses: {uses}: steps kept in the repository are not supported yet; "
-                "use run: with the script instead"
-            )
         try:
             step_type = self.registry.get(uses)
         except ProblemError as error:
@@ -667,14 +690,163 @@ class JobExecutor:
             self.added_path.extend(context.added_path)
         return {key: _text(value) for key, value in outputs.items()}
 
-    def _script(self, index: int, prepared: _Prepared, env: Mapping[str, str]) -> list[str]:
+    # -- local steps -------------------------------------------------------------------
+
+    def _run_local_step(
+        self, key: str, prepared: _Prepared, step_log: StepLog, deadline: float
+    ) -> dict[str, str]:
+        """Run the local step ``prepared.uses`` names (:mod:`~pavedroad.pipelines.local_steps`)
+        as part of this step, in its log; returns the local step's outputs."""
+        try:
+            local = load_local_step(
+                self.folders.workspace,
+                str(prepared.uses),
+                known_step=self.registry.known,
+                chain=self._local_chain,
+            )
+        except LocalStepInvalid as invalid:
+            if len(invalid.problems) > 1:
+                for problem in invalid.problems:
+                    step_log.line(error_line(problem))
+            raise
+        around = self._contexts(self._env_context())
+        inputs = local.resolve_inputs(
+            prepared.inputs, lambda text: render_value(text, around, self._functions())
+        )
+        # the using step's env reaches the local step's steps; INPUT_* are each one's own
+        layer = {
+            name: value for name, value in prepared.env.items() if not name.startswith("INPUT_")
+        }
+        layer |= {**local.input_env(inputs), ACTION_PATH_VARIABLE: str(local.folder)}
+        self._local_chain.append(local)
+        try:
+            return self._run_local_steps(local, inputs, layer, step_log, key, deadline)
+        finally:
+            self._local_chain.pop()
+
+    def _run_local_steps(
+        self,
+        local: LocalStep,
+        inputs: dict[str, str],
+        layer: dict[str, str],
+        step_log: StepLog,
+        key: str,
+        deadline: float,
+    ) -> dict[str, str]:
+        """A local step's steps, one after the other as a job's: ``if:`` with the local
+        step's own status, ``steps`` its own steps, ``continue-on-error``. A failure
+        fails the step that uses it (with the outputs set so far); a cancel or a timeout
+        stops it (raising :class:`StepStopped`)."""
+        status = JobStatus.SUCCESS
+        steps_context: dict[str, dict[str, Any]] = {}
+        failure = ""
+        stopped = False  # cancelled while the local step ran
+        interruptible = self.status is not JobStatus.CANCELLED
+        for position, step in enumerate(local.steps):
+            if time.monotonic() >= deadline:
+                raise StepStopped("timeout")
+            if interruptible and self._cancel.is_set() and status is not JobStatus.CANCELLED:
+                status = self.status = JobStatus.CANCELLED
+                stopped = True
+            contexts = self._local_contexts(local, inputs, steps_context, layer)
+            name = _display_name(step)
+            try:
+                wanted = self._wanted(step, contexts, status)
+            except ExpressionError as error:
+                result = _StepResult("failure", message=f"if: {error.detail}")
+            else:
+                if wanted:
+                    result = self._run_local_inner(
+                        local, step, contexts, layer, step_log, f"{key}.{position}", deadline
+                    )
+                else:
+                    step_log.line(notice(f"{local.uses}: {name} (skipped)"))
+                    result = _StepResult("skipped")
+            if result.job_timed_out:
+                raise StepStopped("timeout")
+            if result.outcome == "failure":
+                step_log.line(error_line(result.message or "The step failed."))
+                if result.continue_on_error:
+                    step_log.line(notice("continue-on-error is set: the local step goes on"))
+            if result.outcome == "cancelled":
+                status, stopped = JobStatus.CANCELLED, True
+            elif result.conclusion == "failure" and status is JobStatus.SUCCESS:
+                status = JobStatus.FAILURE
+                failure = f"its step {step.get('id') or name!r} failed: {result.message or ''}"
+            if step.get("id"):
+                steps_context[str(step["id"])] = {
+                    "outputs": dict(result.outputs),
+                    "outcome": result.outcome,
+                    "conclusion": result.conclusion,
+                }
+        outputs = self._local_outputs(local, inputs, steps_context, layer)
+        if stopped:
+            raise StepStopped("cancelled")
+        if status is JobStatus.FAILURE:
+            raise StepFailed(f"{local.uses}: {failure}", outputs)
+        return outputs
+
+    def _run_local_inner(
+        self,
+        local: LocalStep,
+        step: dict[str, Any],
+        contexts: dict[str, Any],
+        layer: dict[str, str],
+        step_log: StepLog,
+        key: str,
+        deadline: float,
+    ) -> _StepResult:
+        try:
+            prepared = self._prepare(step, contexts)
+        except (ExpressionError, StepFailed) as error:
+            step_log.line(notice(f"{local.uses}: {_display_name(step)}"))
+            return _StepResult("failure", message=_message(error))
+        step_log.line(notice(f"{local.uses}: {prepared.name}"))
+        prepared.env = {**layer, **prepared.env}
+        try:
+            return self._execute(step, prepared, step_log, key=key, deadline=deadline)
+        except (ExpressionError, StepFailed, file_commands.FileCommandError) as error:
+            return _StepResult("failure", message=_message(error))
+
+    def _local_contexts(
+        self,
+        local: LocalStep,
+        inputs: dict[str, str],
+        steps_context: dict[str, dict[str, Any]],
+        layer: dict[str, str],
+    ) -> dict[str, Any]:
+        """The contexts inside a local step: its own ``inputs`` and ``steps``, no
+        ``secrets`` (as in GitHub's composite actions: pass them in as inputs),
+        ``github.action_path`` its folder."""
+        contexts = self._contexts({**self._env_context(), **layer})
+        contexts["github"] = {**contexts["github"], "action_path": str(local.folder)}
+        contexts.update(inputs=dict(inputs), steps=steps_context, secrets={})
+        return contexts
+
+    def _local_outputs(
+        self,
+        local: LocalStep,
+        inputs: dict[str, str],
+        steps_context: dict[str, dict[str, Any]],
+        layer: dict[str, str],
+    ) -> dict[str, str]:
+        contexts = self._local_contexts(local, inputs, steps_context, layer)
+        outputs: dict[str, str] = {}
+        for name, output in local.outputs.items():
+            try:
+                outputs[name] = interpolate(output.value, contexts, self._functions())
+            except ExpressionError as error:
+                raise StepFailed(f"{local.source}: outputs.{name}: {error.detail}") from None
+        return outputs
+
+    def _script(self, key: str, prepared: _Prepared, env: Mapping[str, str]) -> list[str]:
         scripts = self.folders.temp / "scripts"
         scripts.mkdir(exist_ok=True)
         shell = prepared.shell
         suffix = {"bash": ".sh", "sh": ".sh", "python": ".py"}.get(shell)
         if suffix is None:
             raise StepFailed(f"shell {shell!r} is not one of bash, sh, python")
-        script = scripts / f"step-{index}{suffix}"
+        script = scripts / f"step-{key}{suffix}"
         script.write_text(prepared.script or "")
         script.chmod(0o700)
         path = env.get("PATH", self.base_path)
@@ -690,10 +862,10 @@ class JobExecutor:
 
     # -- environment and file commands -------------------------------------------------
 
-    def _file_commands(self, index: int) -> dict[str, Path]:
+    def _file_commands(self, key: str) -> dict[str, Path]:
         folder = self.folders.temp / "commands"
         folder.mkdir(exist_ok=True)
-        files = {kind: folder / f"{kind}-{index}" for kind in ("output", "env", "path")}
+        files = {kind: folder / f"{kind}-{key}" for kind in ("output", "env", "path")}
         for path in files.values():
             path.write_bytes(b"")
         return files

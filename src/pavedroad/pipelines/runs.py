@@ -1,16 +1,23 @@
 """Pipeline runs: from a trigger to jobs on workers and back to a run's result.
 
-- **Triggers.** A push recorded by the hosted git layer (``GitPushed``), a manual start, a
-  re-run. Each trigger has a key (``push:<event id>``, ...) that is unique among runs, so a
-  trigger seen twice (a replayed event, two servers) starts one run.
+- **Triggers.** A push recorded by the git layer (``GitPushed``): to a hosted repository,
+  or announced by a GitHub or GitLab webhook, whose pushed ref is first fetched into the
+  repository's mirror (:mod:`pavedroad.git.mirrors`, under the outbound URL policy); a
+  manual start, a schedule, a re-run. Each trigger has a key (``push:<event id>``, ...)
+  that is unique among runs, so a trigger seen twice (a replayed event, two servers)
+  starts one run.
 - **Planning.** The run reads ``.pavedroad/pipeline.yaml`` at the commit, resolves a
   ``uses: template@N`` against the catalog's PipelineTemplates, checks the push filters,
-  and plans one job row per job and matrix combination. An invalid file gives a failed run
-  with every problem at its line, never a silent skip.
+  and plans one job row per job and matrix combination (one row for a matrix given as an
+  expression, expanded when the job's needs have ended). An invalid file gives a failed
+  run with every problem at its line, never a silent skip.
 - **Dispatch.** A job whose needs have ended is queued on the job queue for its
-  ``runs-on`` labels (see :func:`queue_name`); any worker consuming that queue claims it in
-  the database, runs it (:mod:`pavedroad.pipelines.executor`) and reports back; the run
-  then advances. A failed job with ``retries`` left is queued again.
+  ``runs-on`` labels (see :func:`queue_name`), unless ``strategy.max-parallel`` or its
+  ``concurrency`` group holds it back; any worker consuming that queue claims it in the
+  database (the run is "running" from the first claim), runs it
+  (:mod:`pavedroad.pipelines.executor`) and reports back; the run then advances. A failed
+  job with ``retries`` left is queued again; a failed matrix job cancels its siblings
+  under ``strategy.fail-fast``.
 - **Recovery.** A running job whose worker stopped sending heartbeats is retried or
   failed; a queued job whose message was lost is queued again. Nothing stays "running".
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -26,23 +34,27 @@ import re
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from pavedroad.catalog.queries import EntityQuery, parse_filters
+from pavedroad.catalog.refs import EntityRef
 from pavedroad.catalog.service import CatalogService
-from pavedroad.core.db import Database
+from pavedroad.core.db import Database, in_chunks
 from pavedroad.core.errors import ConflictError, InputError, NotFoundError
 from pavedroad.core.ids import new_id
 from pavedroad.core.jobs import JobQueue
 from pavedroad.core.timeutil import as_utc, isoformat, utcnow
+from pavedroad.git.mirrors import MirrorError, Mirrors, is_mirrored, repository_identity
 from pavedroad.pipelines.library import ResolvedPipeline, TemplateLibrary, load_pipeline_file
 from pavedroad.pipelines.models import FINISHED, JobRow, RunRow, StepRow
-from pavedroad.pipelines.spec import Job, PipelineError, Step
+from pavedroad.pipelines.spec import Job, PipelineError, Problem, Step
 from pavedroad.secrets.service import SecretStore
 from pavedroad.settings import Settings
 
@@ -57,6 +69,8 @@ BUSY_RETRY_SECONDS = 1.0
 PUSH_REREAD = timedelta(minutes=2)  # ids from several processes may commit out of order
 GIT_TIMEOUT_SECONDS = 60
 MAX_PIPELINE_BYTES = 256 * 1024
+MIRRORED_SOURCES = ("github", "gitlab")  # pushes announced by webhooks, fetched to mirrors
+ACTIVE = ("queued", "running")
 
 
 def queue_name(labels: Iterable[str]) -> str:
@@ -68,7 +82,7 @@ def queue_name(labels: Iterable[str]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Trigger:
-    repository: str  # owner/name of a hosted repository
+    repository: str  # owner/name of a hosted repository; host/owner/name of a mirrored one
     commit: str
     ref: str
     event: str  # push, manual, rerun
@@ -141,6 +155,7 @@ class PipelineService:
         self.secret_store = secret_store
         self.registry = StepRegistry.from_plugins()
         self.git_root = settings.home / "git"
+        self.mirrors = Mirrors(settings)
         self._push_cursor: str | None = None
         self._schedule_cache: dict[tuple[str, str], list[str]] = {}
         self._slots = threading.BoundedSemaphore(max(1, settings.pipelines.workers))
@@ -178,11 +193,16 @@ class PipelineService:
     # -- triggers ----------------------------------------------------------------------
 
     def on_push(self, event_id: str, data: Mapping[str, Any]) -> RunRow | None:
-        """A push recorded by the hosted git layer: a run if its pipeline wants one."""
-        if data.get("source") != "hosted" or data.get("after") in (None, ZERO_SHA):
+        """A push recorded by the git layer: a run if its pipeline wants one. A push to a
+        hosted repository is read where it is; one a GitHub or GitLab webhook announced
+        is fetched from its URL into the repository's mirror first, and a URL the
+        outbound policy refuses (or a fetch that fails) gives a failed run saying why."""
+        source = data.get("source")
+        if source not in ("hosted", *MIRRORED_SOURCES) or data.get("after") in (None, ZERO_SHA):
             return None  # a deleted branch runs nothing
+        url = str(data["repository"])
         trigger = Trigger(
-            repository=str(data["repository"]),
+            repository=url if source == "hosted" else _mirrored_name(url),
             commit=str(data["after"]),
             ref=str(data["ref"]),
             event="push",
@@ -190,6 +210,18 @@ class PipelineService:
             actor=str(data.get("pusher") or "unknown"),
             before=str(data.get("before") or "") or None,
         )
+        if source != "hosted":
+            existing = self._run_by_key(trigger.key)
+            if existing is not None:
+                return existing
+            try:
+                self.mirrors.fetch(url, trigger.ref, trigger.commit)
+            except MirrorError as error:
+                log.warning("the push to %s is not run: %s", url, error.detail)
+                problem = Problem(
+                    0, 0, "", f"the pushed commit could not be fetched: {error.detail}"
+                )
+                return self._insert_run(trigger, None, None, problems=[problem])
         return self.start(trigger)
 
     def start_manual(
@@ -431,122 +463,254 @@ class PipelineService:
         }
 
     def _plan(self, run: RunRow, resolved: ResolvedPipeline) -> list[Any]:
+        """A job row (and its step rows) per job and matrix combination, in the file's
+        order; one row for a matrix given as an expression (see :meth:`_expand`)."""
         rows: list[Any] = []
         pipeline = resolved.pipeline
+        taken: set[str] = set()
         for job in pipeline.jobs.values():
-            combinations = (
-                job.strategy.matrix.combinations()
-                if job.strategy and job.strategy.matrix and not job.strategy.matrix.expression
-                else [{}]
-            ) or [{}]
-            for matrix in combinations:
-                key = job.id if not matrix else f"{job.id} ({', '.join(map(str, matrix.values()))})"
-                job_row_id = new_id()
-                contexts = {
-                    "github": self.github_context(run),
-                    "matrix": matrix,
-                    "inputs": run.inputs,
-                }
-                name = _evaluated(job.name or job.id, contexts)
-                if matrix and "${{" not in (job.name or ""):
-                    name += f" ({', '.join(map(str, matrix.values()))})"
-                labels = [_evaluated(label, contexts) for label in job.runs_on]
-                rows.append(
-                    JobRow(
-                        id=job_row_id,
-                        run_id=run.id,
-                        key=key[:300],
-                        job_id=job.id,
-                        name=name[:300],
-                        needs=list(job.needs),
-                        status="waiting",
-                        labels=[label for label in labels if label],
-                        matrix=matrix,
-                        spec=_job_spec(job, pipeline.env, matrix),
-                        attempt=0,
-                        max_attempts=1 + job.retries,
-                        outputs={},
-                        cancel_requested=False,
-                    )
-                )
-                for index, step in enumerate(job.steps):
-                    rows.append(
-                        StepRow(
-                            id=new_id(),
-                            job_id=job_row_id,
-                            index=index,
-                            step_id=step.id,
-                            name=step.display_name[:300],
-                            status="waiting",
-                            outputs={},
-                            log_bytes=0,
-                            truncated=False,
-                        )
-                    )
+            base = _job_spec(job, pipeline.env)
+            matrix = job.strategy.matrix if job.strategy else None
+            combinations = matrix.combinations() if matrix and not matrix.expression else []
+            for order, combination in enumerate(combinations or [{}]):
+                row = self._job_row(run, base, combination, order, taken)
+                row.needs, row.max_attempts = list(job.needs), 1 + job.retries
+                rows.append(row)
+                rows.extend(_step_rows(row))
         return rows
+
+    def _job_row(
+        self,
+        run: RunRow,
+        base: Mapping[str, Any],
+        matrix: Mapping[str, Any],
+        order: int,
+        taken: set[str],
+    ) -> JobRow:
+        """A waiting job row for one matrix combination of the job planned as ``base``
+        (its name and labels evaluated with the combination); its key is not in ``taken``
+        and is added to it."""
+        job_id = str(base["id"])
+        values = ", ".join(map(str, matrix.values()))
+        key = _unique_key(f"{job_id} ({values})" if matrix else job_id, taken)
+        contexts = {
+            "github": self.github_context(run),
+            "matrix": dict(matrix),
+            "inputs": run.inputs,
+        }
+        raw_name = str(base.get("name") or job_id)
+        name = _evaluated(raw_name, contexts)
+        if matrix and "${{" not in raw_name:
+            name += f" ({values})"
+        labels = [_evaluated(str(label), contexts) for label in base.get("runs-on") or []]
+        return JobRow(
+            id=new_id(),
+            run_id=run.id,
+            key=key,
+            job_id=job_id,
+            name=name[:300],
+            needs=[],
+            status="waiting",
+            labels=[label for label in labels if label],
+            matrix=dict(matrix),
+            spec={**base, "matrix": dict(matrix), "order": order},
+            attempt=0,
+            max_attempts=1,
+            outputs={},
+            cancel_requested=False,
+        )
 
     # -- advancing ---------------------------------------------------------------------
 
     def advance(self, run_id: str) -> None:
         """Queue every waiting job whose needs have ended (or skip it), then settle the
-        run's status. Idempotent: any process may call it at any time."""
-        from pavedroad.pipelines.expressions import evaluate_condition
+        run's status. Idempotent: any process may call it at any time.
 
+        A failed matrix job first cancels its siblings (``strategy.fail-fast``). Then, per
+        waiting job whose needs have ended, in plan order: its ``if:``; a matrix given as
+        an expression is expanded into its matrix jobs; ``strategy.max-parallel`` and the
+        job's ``concurrency`` group may keep it waiting; else it is queued."""
         current = self.run(run_id)
         waits = current.status == "queued" and not current.cancel_requested
         if waits and self._waits_for_group(current):
             return  # its turn comes when the older run of its group ends
-        to_queue: list[JobRow] = []
+        changes = _Changes()
         ended = False
         with self.db.session() as session:
+            _lock_repository(session, current.repository)
             run = session.get(RunRow, run_id, with_for_update=True)
             if run is None or run.status in FINISHED:
                 return
-            jobs = list(session.scalars(select(JobRow).where(JobRow.run_id == run_id)))
-            by_job_id: dict[str, list[JobRow]] = {}
-            for job in jobs:
-                by_job_id.setdefault(job.job_id, []).append(job)
-            for job in jobs:
-                if job.status != "waiting":
-                    continue
-                needed = [row for need in job.needs for row in by_job_id.get(need, [])]
-                if any(row.status not in FINISHED for row in needed):
-                    continue
-                if run.cancel_requested:
-                    job.status = "cancelled"
-                    job.finished_at = utcnow()
-                    continue
-                status = _needs_status(needed)
-                condition = str(job.spec.get("if") or "")
-                try:
-                    should_run = evaluate_condition(
-                        condition,
-                        self._contexts(run, job, needed),
-                        _status_functions(status),
-                    )
-                except InputError as exc:
-                    job.status = "failed"
-                    job.error = f"if: {exc.detail}"
-                    job.finished_at = utcnow()
-                    continue
-                if not should_run:
-                    job.status = "skipped"
-                    job.finished_at = utcnow()
-                    continue
-                job.status = "queued"
-                job.queued_at = utcnow()
-                to_queue.append(job)
-            if run.status == "queued" and (to_queue or any(j.status == "running" for j in jobs)):
-                run.status = "running"
+            state = _RunJobs(
+                sorted(
+                    session.scalars(select(JobRow).where(JobRow.run_id == run_id)),
+                    key=_plan_order,
+                )
+            )
+            _fail_fast(state, changes)
+            index = 0
+            while index < len(state.jobs):  # expanding a matrix adds jobs to the end
+                job = state.jobs[index]
+                index += 1
+                if job.status == "waiting":
+                    self._ready(session, run, job, state, changes)
+            if run.status == "queued" and any(job.status == "running" for job in state.jobs):
+                run.status = "running"  # claimed before claims marked runs (older rows)
                 run.started_at = run.started_at or utcnow()
-            if all(job.status in FINISHED for job in jobs):
-                run.status = _run_status(run, jobs)
+            if all(job.status in FINISHED for job in state.jobs):
+                run.status = _run_status(run, state.jobs)
                 run.finished_at = utcnow()
                 ended = True
-        for job in to_queue:
+            _end_steps(session, changes.ended)
+        for job in changes.queued:
             self._enqueue(job)
+        for other in sorted(changes.other_runs - {run_id}):
+            self.advance(other)
+        if changes.groups:
+            self._wake_group_waiters(current.repository, changes.groups)
         if ended:
             self._next_in_group(current)
+
+    def _ready(
+        self, session: Session, run: RunRow, job: JobRow, state: _RunJobs, changes: _Changes
+    ) -> None:
+        """Decide about one waiting job: leave it waiting, end it, or queue it."""
+        from pavedroad.pipelines.expressions import evaluate_condition
+
+        needed = [row for need in job.needs for row in state.by_job_id.get(need, [])]
+        if any(row.status not in FINISHED for row in needed):
+            return
+        if run.cancel_requested:
+            changes.end(job, "cancelled")
+            return
+        contexts = self._contexts(run, job, needed)
+        try:
+            should_run = evaluate_condition(
+                str(job.spec.get("if") or ""), contexts, _status_functions(_needs_status(needed))
+            )
+        except InputError as exc:
+            changes.end(job, "failed", f"if: {exc.detail}")
+            return
+        if not should_run:
+            changes.end(job, "skipped")
+            return
+        if (job.spec.get("strategy") or {}).get("matrix"):
+            try:
+                self._expand(session, run, job, state, contexts)
+            except InputError as exc:
+                changes.end(job, "failed", f"strategy.matrix: {_problems_text(exc)}")
+                return
+            self._ready(session, run, job, state, changes)  # now one of its matrix jobs
+            return
+        try:
+            _settle_continue_on_error(job, contexts)
+        except InputError as exc:
+            changes.end(job, "failed", f"continue-on-error: {exc.detail}")
+            return
+        if _held_back(job, state):
+            return  # strategy.max-parallel: it is queued when one of its siblings ends
+        if not self._take_group(session, run, job, contexts, changes):
+            return
+        job.status = "queued"
+        job.queued_at = utcnow()
+        changes.queued.append(job)
+
+    def _expand(
+        self,
+        session: Session,
+        run: RunRow,
+        job: JobRow,
+        state: _RunJobs,
+        contexts: Mapping[str, Any],
+    ) -> None:
+        """Turn the row of a job whose matrix is an expression into its matrix jobs: the
+        expression is evaluated now that the job's needs have ended (``needs``,
+        ``inputs``, ``github``), and read as a matrix written in the file would be. The
+        row becomes the first combination; the others are added. Raises
+        :class:`InputError` (an expression error, :class:`PipelineError`) saying why."""
+        from pavedroad.pipelines.expressions import render_value
+        from pavedroad.pipelines.spec import read_matrix
+
+        strategy = dict(job.spec.get("strategy") or {})
+        available = {name: contexts[name] for name in ("github", "inputs", "needs", "vars")}
+        matrix = read_matrix(render_value(str(strategy["matrix"]), available))
+        strategy["matrix"] = None
+        base = {**job.spec, "strategy": strategy}
+        taken = {row.key for row in state.jobs if row.id != job.id}
+        rows = [
+            self._job_row(run, base, combination, order, taken)
+            for order, combination in enumerate(matrix.combinations())
+        ]
+        first, others = rows[0], rows[1:]
+        job.key, job.name, job.labels = first.key, first.name, first.labels
+        job.matrix, job.spec = first.matrix, first.spec
+        for row in others:
+            row.needs, row.max_attempts = list(job.needs), job.max_attempts
+        session.add_all(others)
+        session.flush()  # the step rows refer to them
+        session.add_all([step for row in others for step in _step_rows(row)])
+        state.add(others)
+
+    def _take_group(
+        self,
+        session: Session,
+        run: RunRow,
+        job: JobRow,
+        contexts: Mapping[str, Any],
+        changes: _Changes,
+    ) -> bool:
+        """Whether a ready job may go in its ``concurrency`` group (True without one).
+
+        Groups span the repository's runs: a job waits while a job of its group is
+        queued or running, or while one of an older run waits for the group; with
+        ``cancel-in-progress``, the jobs of older runs in the group are cancelled first
+        (and it waits until those that were running have ended). Jobs of one run in one
+        group run one after the other."""
+        concurrency = job.spec.get("concurrency") or {}
+        if not concurrency.get("group"):
+            return True
+        group = job.spec.get("concurrency-group")
+        if group is None:
+            group = _evaluated(str(concurrency["group"]), contexts)
+            job.spec = {**job.spec, "concurrency-group": group}
+        others = _group_jobs(session, run.repository, group, job.id)
+        if concurrency.get("cancel_in_progress"):
+            reason = (
+                f"cancelled: a newer job of concurrency group {group!r} started (run {run.number})"
+            )
+            for other, created_at in others:
+                if created_at >= run.created_at:
+                    continue
+                changes.other_runs.add(other.run_id)
+                if other.status in ("waiting", "queued"):
+                    changes.end(other, "cancelled", reason)
+                elif not other.cancel_requested:
+                    other.cancel_requested, other.error = True, reason
+        return not any(
+            other.status in ACTIVE or created_at < run.created_at
+            for other, created_at in others
+            if other.status not in FINISHED
+        )
+
+    def _wake_group_waiters(self, repository: str, groups: Collection[str]) -> None:
+        """Advance the runs with jobs waiting for one of ``groups``, oldest first: a job
+        of one of them ended, so the next may go."""
+        with self.db.read_session() as session:
+            rows = session.execute(
+                select(JobRow.run_id, JobRow.spec, RunRow.created_at)
+                .join(RunRow, RunRow.id == JobRow.run_id)
+                .where(
+                    RunRow.repository == repository,
+                    RunRow.status.in_(ACTIVE),
+                    JobRow.status == "waiting",
+                )
+            ).all()
+        waiting: dict[str, datetime] = {}
+        for run_id, spec, created_at in rows:
+            if (spec or {}).get("concurrency-group") in groups:
+                waiting[run_id] = created_at
+        for run_id in sorted(waiting, key=waiting.__getitem__):
+            self.advance(run_id)
 
     def _next_in_group(self, ended: RunRow) -> None:
         concurrency = self._concurrency(ended)
@@ -587,7 +751,8 @@ class PipelineService:
     # -- jobs on workers ---------------------------------------------------------------
 
     def claim(self, job_id: str, worker: str) -> JobRow | None:
-        """Take a queued job for this worker; None if it is not queued any more."""
+        """Take a queued job for this worker; None if it is not queued any more. The
+        first claim of a run's jobs makes the run "running"."""
         now = utcnow()
         with self.db.session() as session:
             claimed = session.execute(
@@ -603,6 +768,13 @@ class PipelineService:
                     error=None,
                 )
             ).rowcount  # type: ignore[attr-defined]
+            if claimed:
+                run_of_job = select(JobRow.run_id).where(JobRow.id == job_id).scalar_subquery()
+                session.execute(
+                    update(RunRow)
+                    .where(RunRow.id == run_of_job, RunRow.status == "queued")
+                    .values(status="running", started_at=func.coalesce(RunRow.started_at, now))
+                )
         if not claimed:
             return None
         with self.db.read_session() as session:
@@ -623,7 +795,9 @@ class PipelineService:
         the queue again. ``worker``/``attempt`` name the claim being reported: a report for
         an older claim (the job was retried and claimed again meanwhile) changes nothing;
         ``silent_since``: only if the job has sent no heartbeat since (the recovery's view
-        may be old by the time it acts)."""
+        may be old by the time it acts). A job cancelled with a reason (fail-fast, a
+        newer job of its concurrency group) keeps it; steps it never reached end."""
+        group: str | None = None
         with self.db.session() as session:
             job = session.get(JobRow, job_id, with_for_update=True)
             if job is None or job.status != "running":
@@ -649,8 +823,16 @@ class PipelineService:
             else:
                 job.status = status
                 job.outputs = dict(outputs)
-                job.error = error
+                if not (status == "cancelled" and job.cancel_requested and job.error):
+                    job.error = error
                 job.finished_at = utcnow()
+                _end_steps(session, {job_id: "cancelled" if status == "cancelled" else "skipped"})
+                session.execute(
+                    update(StepRow)
+                    .where(StepRow.job_id == job_id, StepRow.status == "running")
+                    .values(status="cancelled" if status == "cancelled" else "failed")
+                )
+                group = (job.spec or {}).get("concurrency-group")
             run_id = job.run_id
             labels = list(job.labels)
         if retry:
@@ -659,6 +841,8 @@ class PipelineService:
                 self.queues(queue_name(labels)).enqueue(JOB, job_id)
             return
         self.advance(run_id)
+        if group is not None:
+            self._wake_group_waiters(self.run(run_id).repository, {group})
 
     def heartbeat(self, job_id: str) -> bool:
         """Keep a running job alive; False when it was asked to stop."""
@@ -667,13 +851,15 @@ class PipelineService:
             job = session.get(JobRow, job_id)
             return bool(job and not job.cancel_requested)
 
-    def execute_job(self, job_id: str) -> None:
-        """The queue's handler: claim, run on this worker, report."""
+    def execute_job(self, job_id: str, labels: Collection[str] | None = None) -> None:
+        """The queue's handler: claim, run on this worker, report. ``labels`` are those
+        of the queues this worker consumes (see :class:`~pavedroad.pipelines.dispatch.JobQueues`);
+        None: ``pipelines.labels``."""
 
         worker = f"{socket.gethostname()}:{os.getpid()}"
         with self.db.read_session() as session:
             queued = session.get(JobRow, job_id)
-        mine = set(self.settings.pipelines.labels)
+        mine = set(self.settings.pipelines.labels if labels is None else labels)
         if queued is not None and queued.status == "queued" and not set(queued.labels) <= mine:
             # it waits on the queue of its first label; a worker with all of them takes it
             self._requeue(queued, LABEL_RETRY_SECONDS)
@@ -771,6 +957,8 @@ class PipelineService:
     # -- cancelling and recovering -----------------------------------------------------
 
     def cancel(self, run_id: str) -> RunRow:
+        """Cancel a run: its waiting and queued jobs (and their steps) end at once, its
+        running jobs are asked to stop."""
         run = self.run(run_id)
         if run.status in FINISHED:
             raise ConflictError(f"run {run.number} is {run.status} already")
@@ -780,12 +968,25 @@ class PipelineService:
             session.execute(
                 update(JobRow).where(JobRow.run_id == run_id).values(cancel_requested=True)
             )
+            unstarted = list(
+                session.execute(
+                    select(JobRow.id, JobRow.spec)
+                    .where(JobRow.run_id == run_id, JobRow.status.in_(("waiting", "queued")))
+                    .with_for_update()
+                )
+            )
             session.execute(
                 update(JobRow)
                 .where(JobRow.run_id == run_id, JobRow.status.in_(("waiting", "queued")))
                 .values(status="cancelled", finished_at=now)
             )
+            _end_steps(session, {job_id: "cancelled" for job_id, _spec in unstarted})
         self.advance(run_id)
+        groups = {
+            group for _job_id, spec in unstarted if (group := (spec or {}).get("concurrency-group"))
+        }
+        if groups:
+            self._wake_group_waiters(run.repository, groups)
         return self.run(run_id)
 
     def recover(self) -> int:
@@ -1027,6 +1228,8 @@ class PipelineService:
         registered from it), if the catalog knows one."""
         from pavedroad.catalog.models import EntityRow
 
+        if is_mirrored(repository):
+            return self._entity_of_mirrored(repository)
         owner, _, name = repository.partition("/")
         marker = f"/repos/{owner}/{name}/blob/"
         with self.catalog.reader() as reader:
@@ -1038,11 +1241,52 @@ class PipelineService:
             )
             return next(iter(rows), None)
 
+    def _entity_of_mirrored(self, repository: str) -> str | None:
+        """The component of a mirrored repository (``github.com/acme/orders``): the one
+        whose ``backstage.io/source-location`` is in it, else the one whose
+        ``github.com/project-slug`` or ``gitlab.com/project-slug`` is its path."""
+        path = repository.partition("/")[2]
+        location = "metadata.annotations.backstage.io/source-location"
+        predicate = {
+            "$all": [
+                {"kind": "component"},
+                {
+                    "$any": [
+                        {location: {"$hasPrefix": f"url:{scheme}://{repository}"}}
+                        for scheme in ("https", "http")
+                    ]
+                    + [
+                        {f"metadata.annotations.{slug}": path}
+                        for slug in ("github.com/project-slug", "gitlab.com/project-slug")
+                    ]
+                },
+            ]
+        }
+        with self.catalog.reader() as reader:
+            entities = reader.query(EntityQuery(filter=predicate, limit=100)).items
+        by_location: list[str] = []
+        by_slug: list[str] = []
+        for entity in entities:
+            annotations = (entity.get("metadata") or {}).get("annotations") or {}
+            ref = EntityRef.of(entity).key
+            if _locates(str(annotations.get("backstage.io/source-location") or ""), repository):
+                by_location.append(ref)
+            elif path.lower() in {
+                str(annotations.get(slug) or "").lower()
+                for slug in ("github.com/project-slug", "gitlab.com/project-slug")
+            }:
+                by_slug.append(ref)
+        found = sorted(by_location) or sorted(by_slug)
+        return found[0] if found else None
+
     def _run_by_key(self, key: str) -> RunRow | None:
         with self.db.read_session() as session:
             return session.scalar(select(RunRow).where(RunRow.trigger_key == key))
 
     def _bare(self, repository: str) -> str:
+        """The bare repository of a run: hosted (``owner/name``) or a mirror."""
+        if is_mirrored(repository):
+            return str(self.mirrors.path(repository))
         owner, _, name = repository.partition("/")
         if not (owner and name) or ".." in repository or repository.count("/") != 1:
             raise InputError(f"{repository[:200]!r} is not a hosted repository (OWNER/NAME)")
@@ -1154,26 +1398,231 @@ class _Functions:
 
 
 def _run_status(run: RunRow, jobs: list[JobRow]) -> str:
-    if run.cancel_requested or any(job.status == "cancelled" for job in jobs):
+    """A cancelled run is cancelled; else a failed job (without ``continue-on-error``)
+    fails it, even when others were cancelled because of it (fail-fast); else a
+    cancelled job (by a newer job of its concurrency group) cancels it."""
+    if run.cancel_requested:
         return "cancelled"
-    failed = [
-        job
-        for job in jobs
-        if job.status == "failed" and job.spec.get("continue-on-error") is not True
+    if any(
+        job.status == "failed" and job.spec.get("continue-on-error") is not True for job in jobs
+    ):
+        return "failed"
+    if any(job.status == "cancelled" for job in jobs):
+        return "cancelled"
+    return "succeeded"
+
+
+@dataclasses.dataclass
+class _RunJobs:
+    """A run's job rows in plan order, and by the pipeline's job id."""
+
+    jobs: list[JobRow]
+    by_job_id: dict[str, list[JobRow]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        self.add(jobs)
+
+    def add(self, rows: Iterable[JobRow]) -> None:
+        for row in rows:
+            self.jobs.append(row)
+            self.by_job_id.setdefault(row.job_id, []).append(row)
+
+
+@dataclasses.dataclass
+class _Changes:
+    """What one :meth:`PipelineService.advance` did, to act on once it is committed."""
+
+    queued: list[JobRow] = dataclasses.field(default_factory=list)
+    ended: dict[str, str] = dataclasses.field(default_factory=dict)  # job row → its steps'
+    groups: set[str] = dataclasses.field(default_factory=set)  # groups a job left
+    other_runs: set[str] = dataclasses.field(default_factory=set)  # runs with jobs ended here
+
+    def end(self, job: JobRow, status: str, error: str | None = None) -> None:
+        """End a job that did not start; its steps end as cancelled or skipped."""
+        job.status = status
+        job.finished_at = utcnow()
+        if error is not None:
+            job.error = error
+        self.ended[job.id] = "cancelled" if status == "cancelled" else "skipped"
+        group = (job.spec or {}).get("concurrency-group")
+        if group is not None:
+            self.groups.add(group)
+
+
+def _fail_fast(state: _RunJobs, changes: _Changes) -> None:
+    """``strategy.fail-fast`` (on unless false): once a matrix job has failed (for good:
+    no retry left, and without ``continue-on-error``), its siblings that have not started
+    are cancelled and those running are asked to stop."""
+    for rows in state.by_job_id.values():
+        if len(rows) < 2 or (rows[0].spec.get("strategy") or {}).get("fail-fast") is False:
+            continue
+        failed = next(
+            (
+                row
+                for row in rows
+                if row.status == "failed" and row.spec.get("continue-on-error") is not True
+            ),
+            None,
+        )
+        if failed is None:
+            continue
+        reason = f"cancelled: {failed.name} failed (strategy.fail-fast)"
+        for row in rows:
+            if row.status in ("waiting", "queued"):
+                changes.end(row, "cancelled", reason)
+            elif row.status == "running" and not row.cancel_requested:
+                row.cancel_requested, row.error = True, reason
+
+
+def _held_back(job: JobRow, state: _RunJobs) -> bool:
+    """Whether ``strategy.max-parallel`` of its matrix jobs are queued or running."""
+    limit = (job.spec.get("strategy") or {}).get("max-parallel")
+    if not limit:
+        return False
+    active = sum(1 for row in state.by_job_id.get(job.job_id, []) if row.status in ACTIVE)
+    return active >= int(limit)
+
+
+def _settle_continue_on_error(job: JobRow, contexts: Mapping[str, Any]) -> None:
+    """A job's ``continue-on-error: ${{ ... }}`` (``matrix.experimental``, ...) decided
+    as it is queued, so its failure is read rightly (by fail-fast, by the run's result)."""
+    from pavedroad.pipelines.expressions import render_value, truthy
+
+    value = job.spec.get("continue-on-error")
+    if isinstance(value, str):
+        job.spec = {**job.spec, "continue-on-error": truthy(render_value(value, contexts))}
+
+
+def _group_jobs(
+    session: Session, repository: str, group: str, job_id: str
+) -> list[tuple[JobRow, datetime]]:
+    """The repository's unfinished jobs (but ``job_id``) that are in the concurrency
+    ``group`` or wait for it, with when their runs were created."""
+    rows = session.execute(
+        select(JobRow, RunRow.created_at)
+        .join(RunRow, RunRow.id == JobRow.run_id)
+        .where(
+            RunRow.repository == repository,
+            RunRow.status.in_(ACTIVE),
+            JobRow.status.in_(("waiting", *ACTIVE)),
+            JobRow.id != job_id,
+        )
+    ).all()
+    return [
+        (row, created_at)
+        for row, created_at in rows
+        if (row.spec or {}).get("concurrency-group") == group
     ]
-    return "failed" if failed else "succeeded"
 
 
-def _job_spec(job: Job, pipeline_env: Mapping[str, str], matrix: Mapping[str, Any]) -> dict:
+def _lock_repository(session: Session, repository: str) -> None:
+    """On PostgreSQL, one advance per repository at a time (until the transaction
+    ends), so two runs never both take a free concurrency group. SQLite writers are one
+    at a time already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"pavedroad.pipelines:{repository}".encode()).digest()
+    session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], signed=True))))
+
+
+def _end_steps(session: Session, ended: Mapping[str, str]) -> None:
+    """The steps of jobs that ended without running them: cancelled or skipped."""
+    for status in ("cancelled", "skipped"):
+        job_ids = [job_id for job_id, step_status in ended.items() if step_status == status]
+        for chunk in in_chunks(job_ids):
+            session.execute(
+                update(StepRow)
+                .where(StepRow.job_id.in_(chunk), StepRow.status == "waiting")
+                .values(status=status)
+            )
+
+
+def _plan_order(job: JobRow) -> tuple[int, str]:
+    return int((job.spec or {}).get("order") or 0), job.key
+
+
+def _unique_key(key: str, taken: set[str]) -> str:
+    """``key`` (at most 300 characters), numbered when two matrix jobs show alike."""
+    chosen = key[:300]
+    number = 2
+    while chosen in taken:
+        chosen = f"{key[:290]} #{number}"
+        number += 1
+    taken.add(chosen)
+    return chosen
+
+
+def _step_rows(job: JobRow) -> list[StepRow]:
+    return [
+        StepRow(
+            id=new_id(),
+            job_id=job.id,
+            index=int(step["index"]),
+            step_id=step.get("id"),
+            name=str(step.get("name") or "")[:300],
+            status="waiting",
+            outputs={},
+            log_bytes=0,
+            truncated=False,
+        )
+        for step in job.spec.get("steps") or []
+    ]
+
+
+def _problems_text(error: InputError) -> str:
+    if isinstance(error, PipelineError):
+        return "; ".join(str(problem) for problem in error.problems)
+    return error.detail
+
+
+def _mirrored_name(url: str) -> str:
+    """How runs name a repository a webhook announced: its identity, or (for a URL that
+    has none, whose run fails) its host and path, without credentials."""
+    try:
+        return repository_identity(url)
+    except MirrorError:
+        parts = urlsplit(url)
+        return f"{parts.hostname or 'unknown'}{parts.path}".removesuffix(".git")[:400]
+
+
+def _locates(location: str, repository: str) -> bool:
+    """Whether a ``backstage.io/source-location`` (``url:https://github.com/acme/orders
+    /tree/main/``) is in the mirrored ``repository`` (``github.com/acme/orders``)."""
+    try:
+        parts = urlsplit(location.removeprefix("url:"))
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https"):
+        return False
+    host = (parts.hostname or "").lower()
+    if port is not None and port != {"http": 80, "https": 443}[parts.scheme]:
+        host = f"{host}:{port}"
+    named = f"{host}{parts.path}".lower()
+    wanted = repository.lower()
+    return named in (wanted, f"{wanted}.git") or named.startswith((f"{wanted}/", f"{wanted}.git/"))
+
+
+def _job_spec(job: Job, pipeline_env: Mapping[str, str]) -> dict[str, Any]:
+    """The job as planned, without its matrix combination (see ``_job_row``)."""
+    strategy = job.strategy
     return {
         "id": job.id,
         "name": job.name or job.id,
         "if": job.if_,
+        "runs-on": list(job.runs_on),
         "env": {**pipeline_env, **job.env},
         "timeout-minutes": job.timeout_minutes,
         "outputs": dict(job.outputs),
-        "matrix": dict(matrix),
         "continue-on-error": job.continue_on_error,
+        "strategy": {
+            "fail-fast": strategy.fail_fast,
+            "max-parallel": strategy.max_parallel,
+            "matrix": strategy.matrix.expression if strategy.matrix else None,
+        }
+        if strategy
+        else None,
         "concurrency": dataclasses.asdict(job.concurrency) if job.concurrency else None,
         "steps": [_step_spec(step, index) for index, step in enumerate(job.steps)],
     }

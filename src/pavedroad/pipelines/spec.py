@@ -1055,6 +1055,13 @@ class PipelineReader:
         matrix = Matrix(line=loc.line, column=loc.column)
         if isinstance(loc.value, str) and "${{" in loc.value:
             self.expressions(loc, loc.value)
+            text = loc.value.strip()
+            if not (text.startswith("${{") and text.endswith("}}") and text.count("${{") == 1):
+                self.report(
+                    loc,
+                    "a matrix given as an expression is one ${{ }} and nothing else, "
+                    "whose value is the matrix (a mapping of axes, include, exclude)",
+                )
             matrix.expression = loc.value
             return matrix
         if not isinstance(loc.value, dict):
@@ -1286,6 +1293,32 @@ def find_cycles(jobs: Mapping[str, Job]) -> list[list[str]]:
         ordered = cycle[turn:] + cycle[:turn]
         cycles.append([*ordered, first])
     return cycles
+
+
+class _ValueReader(PipelineReader):
+    """Checks values made at run time: their strings are data, not expressions."""
+
+    def expressions(self, loc: Located, text: str) -> None:
+        return None
+
+
+def read_matrix(value: Any, path: str = "strategy.matrix") -> Matrix:
+    """A matrix given at run time (the value of ``matrix: ${{ fromJSON(...) }}``),
+    checked by the rules a matrix written in the file follows: axes are non-empty lists,
+    ``include``/``exclude`` lists of mappings, exclude keys name axes, at least one and at
+    most :data:`MAX_MATRIX_COMBINATIONS` jobs. Raises :class:`PipelineError` with each
+    problem, its path under ``path``."""
+    if not isinstance(value, dict):
+        message = (
+            f"the matrix expression gave {_describe(value)}, not a mapping of axes "
+            "(with include and exclude); give it an object, e.g. "
+            "${{ fromJSON(needs.setup.outputs.matrix) }}"
+        )
+        raise PipelineError([Problem(0, 0, path, message)], path)
+    reader = _ValueReader()
+    matrix = reader.matrix(Located(value, path=path))
+    reader.raise_problems(path)
+    return matrix
 
 
 def parse_pipeline(

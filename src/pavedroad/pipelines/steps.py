@@ -7,8 +7,8 @@ too. A step names a type as ``name`` or ``name@version``; the built-ins have one
 each, so any version names it.
 
 Built-ins: ``checkout``, ``python/setup``, ``python/test``, ``artifact/upload``,
-``artifact/download``, ``release/build`` and ``deploy`` (a placeholder until the
-environments layer brings deployments).
+``artifact/download``, ``release/build`` and ``deploy`` (through the environments
+layer's deployments).
 """
 
 from __future__ import annotations
@@ -295,9 +295,22 @@ def _hosted_repository(ctx: StepContext) -> Path:
 
 
 def checkout(ctx: StepContext) -> dict[str, Any]:
-    """Clone the run's hosted repository at the run's commit into the workspace."""
-    bare = _hosted_repository(ctx)
+    """Clone the run's repository at the run's commit into the workspace: a hosted
+    repository, or the mirror of a GitHub or GitLab repository its webhook push filled
+    (which fetches the commit again from its URL, under the outbound policy, if it
+    lacks it)."""
+    from pavedroad.git.mirrors import MirrorError, Mirrors, is_mirrored, pinned_ref
+
     commit = ctx.facts.commit
+    refs = list(FETCHED_REFS)
+    if is_mirrored(ctx.facts.repository):
+        try:
+            bare = Mirrors(ctx.settings).ensure(ctx.facts.repository, commit)
+        except MirrorError as error:
+            raise StepFailed(error.detail) from None
+        refs.append(f"+{pinned_ref(commit)}:refs/pavedroad/commit")  # kept for this run
+    else:
+        bare = _hosted_repository(ctx)
     if not _COMMIT.fullmatch(commit):
         raise StepFailed(f"the run's commit {commit[:80]!r} is not a full commit hash")
     target = ctx.path(ctx.inputs.get("path", "."))
@@ -315,7 +328,7 @@ def checkout(ctx: StepContext) -> dict[str, Any]:
         raise StepFailed(f"git init failed with exit code {code}")
     git("config", "remote.origin.url", str(bare))
     git("config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*")
-    git("fetch", "--quiet", "--no-tags", "origin", *FETCHED_REFS)
+    git("fetch", "--quiet", "--no-tags", "origin", *refs)
     found = subprocess.run(
         ["git", "-C", str(target), "cat-file", "-e", f"{commit}^{{commit}}"],
         env=env,
@@ -732,7 +745,68 @@ def cache_save(ctx: StepContext) -> dict[str, Any]:
 
 
 def deploy(ctx: StepContext) -> dict[str, Any]:
-    raise StepFailed("deployments arrive with environments: this step type does nothing yet")
+    """Deploy a release of the run's component (``release``, or the newest this run
+    built) to ``environment`` and, with ``wait`` (the default), follow it to its end:
+    the step fails if the deployment does. The environment's rules apply as to anyone:
+    promotesFrom, and approvals (the step waits for them)."""
+    import time
+
+    from pavedroad.environments.factory import deployment_service
+    from pavedroad.environments.models import DEPLOYMENT_ENDED
+    from pavedroad.core.errors import ProblemError
+
+    component = ctx.facts.entity_ref
+    if not component:
+        raise StepFailed(
+            "deploy needs the run's component: the repository has no catalog entity "
+            "(a Component whose source is this repository)"
+        )
+    service = deployment_service(ctx.db, ctx.settings)
+    wanted = str(ctx.inputs.get("release") or "")
+    if not wanted:
+        built = [
+            r
+            for r in service.releases.list(component=component, limit=50)
+            if r.run_id == ctx.facts.run_id
+        ]
+        if not built:
+            raise StepFailed(
+                "this run built no release of "
+                f"{component}: run release/build first, or give the release in with.release"
+            )
+        wanted = built[0].id
+    environment = str(ctx.inputs["environment"])
+    try:
+        requested = service.deploy(component, environment, wanted, ctx.facts.actor)
+    except ProblemError as error:
+        raise StepFailed(error.detail) from None
+    deployment = requested.deployment
+    joined = " (joined the one in progress)" if not requested.created else ""
+    ctx.log(
+        f"Deployment {deployment.number}: release {deployment.release_id} to "
+        f"{environment}: {deployment.status}{joined}"
+    )
+    if not ctx.inputs.get("wait", True):
+        return {"deployment": deployment.id, "status": deployment.status, "url": ""}
+    seen = 0
+    while deployment.status not in DEPLOYMENT_ENDED:
+        if ctx.cancelled():
+            raise StepFailed(f"cancelled while deployment {deployment.number} ran on")
+        time.sleep(0.5)
+        deployment = service.get(deployment.id)
+        events = service.timeline(deployment.id)
+        for event in events[seen:]:
+            message = f": {event.message}" if event.message else ""
+            ctx.log(f"  {event.step} {event.status}{message}")
+        seen = len(events)
+    if deployment.status not in ("live", "replaced"):
+        for line in deployment.log_tail or []:
+            ctx.log(f"  | {line}")
+        raise StepFailed(
+            f"deployment {deployment.number} {deployment.status}: {deployment.reason or ''}"
+        )
+    ctx.log(f"Live in {environment}: {deployment.url}")
+    return {"deployment": deployment.id, "status": deployment.status, "url": deployment.url or ""}
 
 
 BUILTIN_STEP_TYPES = (
@@ -812,8 +886,15 @@ BUILTIN_STEP_TYPES = (
     ),
     StepType(
         "deploy",
-        "Deploy a release to an environment (arrives with environments)",
-        {"type": "object"},
+        "Deploy a release of the component (default: the one this run built) to an environment",
+        _schema(
+            {
+                "environment": {"type": "string", "minLength": 1, "maxLength": 63},
+                "release": {"type": "string", "maxLength": 100},
+                "wait": {"type": "boolean"},
+            },
+            ["environment"],
+        ),
         deploy,
     ),
 )

@@ -50,6 +50,10 @@ def mount_portal(app: FastAPI) -> None:
     app.include_router(git_views.router)
     app.include_router(scaffolder_views.router)
     app.include_router(pipelines_views.router)
+    # Imported here, after the other domains, so its menu entry follows Pipelines'.
+    from pavedroad.environments import views as environments_views
+
+    app.include_router(environments_views.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -58,7 +62,7 @@ def mount_portal(app: FastAPI) -> None:
 
     _install_html_not_found(app)
     # Compile the main pages now rather than in the first visitor's request.
-    for name in PRECOMPILED:
+    for name in (*PRECOMPILED, *environments_views.PAGES):
         templates.env.get_template(name)
 
 

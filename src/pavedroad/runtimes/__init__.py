@@ -1,0 +1,1 @@
+"""Where deployed services run: the local process runtime (and, later, Kubernetes)."""

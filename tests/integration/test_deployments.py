@@ -1,0 +1,278 @@
+"""Deployments on the embedded default, for real: releases made from a folder, deployed
+to the demo's environments as supervised processes behind the router, promoted with an
+approval, rolled back; and the faults: a process that exits at once, one never ready, an
+invalid score file, a deploy whose worker dies."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+COMPONENT = "component:default/cart-service"
+ENDED = ("live", "replaced", "failed", "rejected", "expired", "cancelled", "removed")
+
+SERVICE = """\
+import http.server, os, sys
+
+VERSION = {version!r}
+if os.environ.get("BEHAVIOUR") == "exit":
+    print("cannot start: no database", flush=True)
+    sys.exit(3)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/healthz" and os.environ.get("BEHAVIOUR") == "never-ready":
+            self.send_response(503)
+            self.end_headers()
+            return
+        body = f"{{VERSION}} {{os.environ.get('LOG_LEVEL')}} {{os.environ.get('GREETING')}}".encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+print("serving", VERSION, flush=True)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+SCORE = """\
+apiVersion: score.dev/v1b1
+metadata:
+  name: cart-service
+containers:
+  main:
+    image: .
+    command: ["python", "app.py"]
+    variables:
+      LOG_LEVEL: "${{resources.env.LOG_LEVEL}}"
+      GREETING: "hello from ${{metadata.name}}"
+      BEHAVIOUR: "{behaviour}"
+    readinessProbe:
+      httpGet:
+        path: /healthz
+        port: 8080
+service:
+  ports:
+    web:
+      port: 80
+      targetPort: 8080
+resources:
+  env:
+    type: environment
+"""
+
+
+def bundle(version: str, behaviour: str = "", score: str | None = None) -> bytes:
+    files = {
+        "app.py": SERVICE.format(version=version),
+        "requirements.txt": "# the standard library is enough\n",
+        "score.yaml": score if score is not None else SCORE.format(behaviour=behaviour),
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+def database_seed() -> str:
+    return "demo"
+
+
+@pytest.fixture
+def platform(make_app: Any, make_settings: Any) -> Iterator[TestClient]:
+    settings = make_settings()
+    settings.deployments.ready_timeout_seconds = 10
+    settings.deployments.drain_seconds = 0.2
+    settings.runtime.restart_backoff_initial_seconds = 0.2
+    app = make_app(settings, background=True)
+    with TestClient(app) as client:
+        yield client
+        runtime = app.state.deployments.runtime
+        for instance in runtime.instances():
+            runtime.stop([instance["id"]])
+
+
+def release(client: TestClient, version: str, **kwargs: Any) -> dict[str, Any]:
+    response = client.post(
+        "/api/v1/releases",
+        params={"component": COMPONENT},
+        content=bundle(version, **kwargs),
+        headers={"content-type": "application/gzip"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def finished(client: TestClient, deployment: dict[str, Any], timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = client.get(f"/api/v1/deployments/{deployment['id']}").json()
+        if current["status"] in ENDED:
+            return current
+        time.sleep(0.2)
+    raise AssertionError(f"deployment still {current['status']}: {current['timeline']}")
+
+
+def deploy(client: TestClient, env: str, release_id: str) -> dict[str, Any]:
+    response = client.post(
+        "/api/v1/deployments",
+        json={"component": COMPONENT, "environment": env, "release": release_id},
+    )
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def through_router(client: TestClient, env: str) -> str:
+    response = client.get("/", headers={"host": f"cart-service.{env}.localhost:7070"})
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def test_a_release_goes_live_at_its_url_and_a_new_one_replaces_it(platform: TestClient) -> None:
+    first = release(platform, "v1")
+    done = finished(platform, deploy(platform, "development", first["id"]))
+    assert done["status"] == "live", (done["reason"], done["timeline"], done["logTail"])
+    assert [e["step"] for e in done["timeline"] if e["status"] == "succeeded"] == [
+        "resolve",
+        "provision",
+        "prepare",
+        "start",
+        "ready",
+        "switch",
+        "drain",
+        "live",
+    ]
+    assert done["url"] == "http://cart-service.development.localhost:7070/"
+    assert through_router(platform, "development") == "v1 debug hello from cart-service"
+    path_based = platform.get("/r/development/cart-service/")
+    assert path_based.text.startswith("v1 ")
+
+    second = release(platform, "v2")
+    again = finished(platform, deploy(platform, "development", second["id"]))
+    assert again["status"] == "live"
+    assert through_router(platform, "development").startswith("v2 ")
+    assert platform.get(f"/api/v1/deployments/{done['id']}").json()["status"] == "replaced"
+    instances = platform.get("/api/v1/instances", params={"component": COMPONENT}).json()
+    assert [i["releaseId"] for i in instances["items"]] == [second["id"]]
+
+    # the same release again joins what is live instead of deploying twice
+    joined = platform.post(
+        "/api/v1/deployments",
+        json={"component": COMPONENT, "environment": "development", "release": second["id"]},
+    )
+    assert joined.status_code == 200 and joined.json()["joined"] is True
+
+
+def test_a_release_that_exits_at_once_leaves_the_old_one_serving(platform: TestClient) -> None:
+    good = release(platform, "v1")
+    assert finished(platform, deploy(platform, "development", good["id"]))["status"] == "live"
+    bad = release(platform, "v2", behaviour="exit")
+    failed = finished(platform, deploy(platform, "development", bad["id"]))
+    assert failed["status"] == "failed"
+    assert "exited with code 3" in failed["reason"]
+    assert "cannot start: no database" in "\n".join(failed["logTail"])
+    assert any(e["step"] == "rollback" and good["id"] in e["message"] for e in failed["timeline"])
+    assert through_router(platform, "development").startswith("v1 ")
+
+
+def test_a_release_never_ready_fails_after_the_timeout(platform: TestClient) -> None:
+    stuck = release(platform, "v1", behaviour="never-ready")
+    failed = finished(platform, deploy(platform, "development", stuck["id"]))
+    assert failed["status"] == "failed" and "not ready after" in failed["reason"]
+    assert platform.get("/api/v1/instances").json()["items"] == []
+    assert (
+        platform.get("/", headers={"host": "cart-service.development.localhost"}).status_code == 404
+    )
+
+
+def test_an_invalid_score_file_is_refused_with_its_line(platform: TestClient) -> None:
+    response = platform.post(
+        "/api/v1/releases",
+        params={"component": COMPONENT},
+        content=bundle(
+            "v1",
+            score="apiVersion: score.dev/v1b1\nmetadata:\n  name: x\ncontainers:\n  main:\n    command: [a]\n",
+        ),
+        headers={"content-type": "application/gzip"},
+    )
+    assert response.status_code == 400, response.text
+    assert "score.yaml:5" in response.text and "image" in response.text
+
+
+def test_promotion_needs_the_release_live_before_and_production_an_approval(
+    platform: TestClient,
+) -> None:
+    first = release(platform, "v1")
+    refused = platform.post(
+        "/api/v1/deployments/promote", json={"component": COMPONENT, "to": "staging"}
+    )
+    assert refused.status_code == 400 and "nothing of" in refused.text
+    direct = platform.post(
+        "/api/v1/deployments",
+        json={"component": COMPONENT, "environment": "production", "release": first["id"]},
+    )
+    assert direct.status_code == 400 and "live in staging first" in direct.text
+
+    assert finished(platform, deploy(platform, "development", first["id"]))["status"] == "live"
+    staged = platform.post(
+        "/api/v1/deployments/promote", json={"component": COMPONENT, "to": "staging"}
+    )
+    assert staged.status_code == 201, staged.text
+    assert finished(platform, staged.json())["status"] == "live"
+    assert through_router(platform, "staging") == "v1 info hello from cart-service"
+
+    waiting = platform.post(
+        "/api/v1/deployments/promote", json={"component": COMPONENT, "to": "production"}
+    ).json()
+    assert waiting["status"] == "awaiting-approval"
+    service = platform.app.state.deployments  # type: ignore[attr-defined]
+    with pytest.raises(Exception, match="someone else"):
+        service.approve(waiting["id"], waiting["requestedBy"])
+    service.approve(waiting["id"], "alice")
+    live = finished(platform, waiting)
+    assert live["status"] == "live" and live["approvals"][0]["approver"] == "alice"
+    assert through_router(platform, "production").startswith("v1 warning")
+
+
+def test_rollback_redeploys_the_release_before(platform: TestClient) -> None:
+    first, second = release(platform, "v1"), release(platform, "v2")
+    finished(platform, deploy(platform, "development", first["id"]))
+    finished(platform, deploy(platform, "development", second["id"]))
+    rolled = platform.post(
+        "/api/v1/deployments/rollback",
+        json={"component": COMPONENT, "environment": "development"},
+    )
+    assert rolled.status_code == 201, rolled.text
+    done = finished(platform, rolled.json())
+    assert done["status"] == "live" and done["kind"] == "rollback"
+    assert done["release"] == first["id"]
+    assert through_router(platform, "development").startswith("v1 ")
+
+
+def test_logs_of_what_serves(platform: TestClient, tmp_path: Path) -> None:
+    first = release(platform, "v1")
+    finished(platform, deploy(platform, "development", first["id"]))
+    logs = platform.get(
+        "/api/v1/environments/development/components/cart-service/logs", params={"tail": 10}
+    ).json()
+    assert any("serving v1" in line for line in logs["lines"])
