@@ -33,7 +33,7 @@ not change them.
    once: a job executed twice) and missing (a run that succeeded without writing), with
    the wall time from the workers being ready to the last run's end.
 
-It prints the machine and the exact command, and exits 1 when a run of part 3 is
+It prints the machine, the exact command and the load average, and exits 1 when a run of part 3 is
 failed, lost, duplicated or missing.
 """
 
@@ -586,6 +586,7 @@ def main() -> None:
     if args.quick:
         args.runs, args.steps, args.step_jobs, args.queued = 3, 10, 1, 6
 
+    load_at_start = os.getloadavg()[0]
     with temporary_home(args.keep) as home:
         env = use_home(home)
         platform_ = Platform(home, env, prepare(home))
@@ -609,6 +610,10 @@ def main() -> None:
             f"Python {platform.python_version()}"
         )
         print(f"  command   {' '.join([Path(sys.executable).name, *sys.argv])}")
+        print(
+            f"  load      {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+            "(1-minute load average; other work on the machine slows every figure)"
+        )
         if args.json:
             args.json.write_text(json.dumps(figures(latency, steps, queue), indent=2, default=str))
     bad = queue["failed"] + queue["lost"] + queue["duplicated"] + queue["missing"]

@@ -84,9 +84,15 @@ def serve_upstream(port: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        upstream_app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-        loop="uvloop", http="httptools", lifespan="on",
-    )  # fmt: skip
+        upstream_app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
 
 
 # -- the platform ----------------------------------------------------------------------------
@@ -241,23 +247,45 @@ def _start(args: list[str], cpus: set[int] | None) -> subprocess.Popen[bytes]:
             os.sched_setaffinity(0, cpus)
 
     return subprocess.Popen(
-        [sys.executable, __file__, *args], preexec_fn=pin, cwd=ROOT,  # noqa: PLW1509
-    )  # fmt: skip
+        [sys.executable, __file__, *args],
+        preexec_fn=pin,
+        cwd=ROOT,
+    )
 
 
 def _load_run(
-    port: int, host: str, connections: int, seconds: float, count: int, cpus: set[int] | None,
+    port: int,
+    host: str,
+    connections: int,
+    seconds: float,
+    count: int,
+    cpus: set[int] | None,
     warmup: float,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     command = [
-        sys.executable, __file__, "--load", "--port", str(port), "--host", host,
-        "--connections", str(connections), "--seconds", str(seconds), "--count", str(count),
-        "--warmup", str(warmup),
-    ]  # fmt: skip
+        sys.executable,
+        __file__,
+        "--load",
+        "--port",
+        str(port),
+        "--host",
+        host,
+        "--connections",
+        str(connections),
+        "--seconds",
+        str(seconds),
+        "--count",
+        str(count),
+        "--warmup",
+        str(warmup),
+    ]
     result = subprocess.run(
-        command, capture_output=True, check=True, cwd=ROOT,
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,  # noqa: PLW1509
-    )  # fmt: skip
+        command,
+        capture_output=True,
+        check=True,
+        cwd=ROOT,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
@@ -275,11 +303,16 @@ def conduct(args: argparse.Namespace) -> None:
         processes.append(upstream)
         server = _start(
             [
-                "--serve-platform", "--port", str(platform_port), "--home", str(home),
-                "--upstream-port", str(upstream_port),
+                "--serve-platform",
+                "--port",
+                str(platform_port),
+                "--home",
+                str(home),
+                "--upstream-port",
+                str(upstream_port),
             ],
             router_cpus,
-        )  # fmt: skip
+        )
         processes.append(server)
         _wait_for_port(upstream_port, upstream)
         _wait_for_port(platform_port, server)
@@ -292,33 +325,47 @@ def conduct(args: argparse.Namespace) -> None:
         print(f"Router benchmark: {len(cores)} cores; pinning: {pinning}")
         print()
         print(f"1. latency, one connection, {args.count} requests after a warm-up")
-        direct = _load_run(upstream_port, f"127.0.0.1:{upstream_port}", 1, 0, args.count,
-                           other_cpus, 1.0)  # fmt: skip
+        direct = _load_run(
+            upstream_port, f"127.0.0.1:{upstream_port}", 1, 0, args.count, other_cpus, 1.0
+        )
         routed = _load_run(platform_port, routed_host, 1, 0, args.count, other_cpus, 1.0)
         _print_latency("direct", direct)
         _print_latency("router", routed)
         overhead = routed["p50"] - direct["p50"]
         verdict = "ok" if overhead < TARGET_OVERHEAD_MS else "MISSED"
-        print(f"   router overhead p50: {overhead:.3f} ms (target < {TARGET_OVERHEAD_MS} ms: "
-              f"{verdict}); p90: {routed['p90'] - direct['p90']:.3f} ms")  # fmt: skip
+        print(
+            f"   router overhead p50: {overhead:.3f} ms (target < {TARGET_OVERHEAD_MS} ms: "
+            f"{verdict}); p90: {routed['p90'] - direct['p90']:.3f} ms"
+        )
         print()
         print(f"2. throughput, {args.connections} keep-alive connections, {args.seconds:g} s")
-        direct = _load_run(upstream_port, f"127.0.0.1:{upstream_port}", args.connections,
-                           args.seconds, 0, other_cpus, 1.0)  # fmt: skip
+        direct = _load_run(
+            upstream_port,
+            f"127.0.0.1:{upstream_port}",
+            args.connections,
+            args.seconds,
+            0,
+            other_cpus,
+            1.0,
+        )
         before = _cpu_seconds(server.pid)
-        routed = _load_run(platform_port, routed_host, args.connections, args.seconds, 0,
-                           other_cpus, 1.0)  # fmt: skip
+        routed = _load_run(
+            platform_port, routed_host, args.connections, args.seconds, 0, other_cpus, 1.0
+        )
         used = _cpu_seconds(server.pid) - before
         _print_rate("direct", direct)
         _print_rate("router", routed)
         verdict = "ok" if routed["rate"] >= TARGET_THROUGHPUT else "MISSED"
         per_request = used / max(1, routed["requests"]) * 1e6
-        print(f"   through the router: {routed['rate']:,.0f} requests/s (target >= "
-              f"{TARGET_THROUGHPUT:,.0f}: {verdict}); platform process CPU "
-              f"{per_request:.0f} us per request (warm-up included)")  # fmt: skip
+        print(
+            f"   through the router: {routed['rate']:,.0f} requests/s (target >= "
+            f"{TARGET_THROUGHPUT:,.0f}: {verdict}); platform process CPU "
+            f"{per_request:.0f} us per request (warm-up included)"
+        )
         print()
-        print(f"3. {platform.platform()}, Python {platform.python_version()}, "
-              f"{os.cpu_count()} CPUs")  # fmt: skip
+        print(
+            f"3. {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs"
+        )
         print("   " + " ".join([Path(sys.executable).name, *sys.argv]))
     finally:
         for process in processes:
@@ -332,15 +379,19 @@ def conduct(args: argparse.Namespace) -> None:
 
 
 def _print_latency(label: str, result: dict[str, Any]) -> None:
-    print(f"   {label}: p50 {result['p50']:.3f} ms, p90 {result['p90']:.3f} ms, "
-          f"p99 {result['p99']:.3f} ms ({result['requests']} requests, "
-          f"{result['errors']} not 200)")  # fmt: skip
+    print(
+        f"   {label}: p50 {result['p50']:.3f} ms, p90 {result['p90']:.3f} ms, "
+        f"p99 {result['p99']:.3f} ms ({result['requests']} requests, "
+        f"{result['errors']} not 200)"
+    )
 
 
 def _print_rate(label: str, result: dict[str, Any]) -> None:
-    print(f"   {label}: {result['rate']:,.0f} requests/s, p50 {result['p50']:.2f} ms, "
-          f"p90 {result['p90']:.2f} ms ({result['requests']} requests, "
-          f"{result['errors']} not 200)")  # fmt: skip
+    print(
+        f"   {label}: {result['rate']:,.0f} requests/s, p50 {result['p50']:.2f} ms, "
+        f"p90 {result['p90']:.2f} ms ({result['requests']} requests, "
+        f"{result['errors']} not 200)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -474,6 +474,7 @@ def test_the_timeline_of_a_failed_and_a_running_deployment(browser: Any, portal:
         expect(page.get_by_test_id("deployment-kind")).to_have_text("promotion from development")
         expect(page.get_by_test_id("failure-reason")).to_have_text(FAILURE)
         expect(page.get_by_test_id("failure")).to_contain_text("What was live before keeps serving")
+        expect(page.get_by_test_id("still-serving")).to_have_text(scenario.r1.label)
         expect(page.get_by_test_id("log-tail")).to_contain_text("ModuleNotFoundError: ledger_app")
         expect(page.get_by_test_id("previous-release")).to_have_text(scenario.r1.label)
         entries = page.get_by_test_id("timeline-entry")

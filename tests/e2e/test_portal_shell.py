@@ -23,6 +23,7 @@ def test_navigation_shows_what_exists_and_marks_the_current_page(page: Any) -> N
         "Teams",
         "Repositories",
         "Pipelines",
+        "Environments",
         "Create",
         "Locations",
     ]

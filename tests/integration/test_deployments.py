@@ -33,7 +33,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(503)
             self.end_headers()
             return
-        body = f"{{VERSION}} {{os.environ.get('LOG_LEVEL')}} {{os.environ.get('GREETING')}}".encode()
+        env = os.environ
+        body = f"{{VERSION}} {{env.get('LOG_LEVEL')}} {{env.get('GREETING')}}".encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -211,7 +212,10 @@ def test_an_invalid_score_file_is_refused_with_its_line(platform: TestClient) ->
         params={"component": COMPONENT},
         content=bundle(
             "v1",
-            score="apiVersion: score.dev/v1b1\nmetadata:\n  name: x\ncontainers:\n  main:\n    command: [a]\n",
+            score=(
+                "apiVersion: score.dev/v1b1\nmetadata:\n  name: x\n"
+                "containers:\n  main:\n    command: [a]\n"
+            ),
         ),
         headers={"content-type": "application/gzip"},
     )

@@ -3,6 +3,7 @@ started under real shims, killed, adopted, stopped and read back through its log
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -18,10 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from pavedroad.core.errors import ConflictError, NotFoundError
 from pavedroad.pipelines.artifacts import ArtifactStore
 from pavedroad.runtimes.local.ports import NoFreePortError, allocate_port, port_is_free
 from pavedroad.runtimes.local.prepare import DEFAULT_PATH, PrepareError, prepare_release
-from pavedroad.runtimes.local.shim import is_running, process_start_ticks
+from pavedroad.runtimes.local.shim import InstanceSpecError, is_running, process_start_ticks
 from pavedroad.runtimes.local.supervisor import (
     HttpProbe,
     InstanceSpec,
@@ -31,11 +33,13 @@ from pavedroad.runtimes.local.supervisor import (
 from pavedroad.settings import RuntimeSettings
 
 SERVICE = """\
-import http.server, os, subprocess, sys
+import http.server, os, subprocess, sys, time
 
 port = int(os.environ["PORT"])
 mode = os.environ.get("MODE", "serve")
 print(f"listening on {port} as {os.getpid()}", flush=True)
+if mode == "idle":  # never binds its port
+    time.sleep(600)
 if mode == "exit":
     print("cannot start: DATABASE_URL is not set", file=sys.stderr, flush=True)
     sys.exit(3)
@@ -208,7 +212,9 @@ def test_a_release_is_prepared_started_and_served_with_its_logs(
     # The spec holds the environment's secret values, needed at every restart.
     spec_file = runtime.root / "instances" / "orders-1" / "spec.json"
     assert stat.S_IMODE(spec_file.stat().st_mode) == 0o600
-    assert "s3cr3t-value" not in (runtime.root / "instances" / "orders-1" / "state.json").read_text()
+    assert (
+        "s3cr3t-value" not in (runtime.root / "instances" / "orders-1" / "state.json").read_text()
+    )
 
     assert [s.id for s in runtime.instances(component="component:default/orders")] == ["orders-1"]
     assert runtime.instances(environment="production") == []
@@ -241,12 +247,27 @@ def test_a_service_that_never_gets_ready_times_out(runtime: LocalRuntime, app: P
 
 def test_a_command_that_cannot_start_fails(runtime: LocalRuntime, app: Path) -> None:
     spec = _spec(runtime, app)
-    spec = InstanceSpec(**{**spec.__dict__, "command": ["no-such-program-here"]})
+    spec = dataclasses.replace(spec, command=["no-such-program-here"])
     state = runtime.start(spec)
     assert state.status == "failed"
     readiness = runtime.wait_ready(spec.id, timeout=5)
     assert not readiness.ok
     assert "cannot start 'no-such-program-here'" in readiness.reason
+
+
+def test_another_process_answering_on_the_port_is_not_readiness(
+    runtime: LocalRuntime, app: Path
+) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        spec = _spec(runtime, app, env={"MODE": "idle"})
+        spec = dataclasses.replace(spec, port=port, env={**spec.env, "PORT": str(port)})
+        runtime.start(spec)
+        readiness = runtime.wait_ready(spec.id, timeout=1)
+    assert not readiness.ok
+    assert f"port {port} answers, but from a process not of this instance" in readiness.reason
 
 
 # -- crashes, restarts and adoption --------------------------------------------------------
@@ -433,7 +454,7 @@ def test_ports_in_use_or_held_are_never_handed_out(tmp_path: Path) -> None:
 def test_an_instance_port_is_not_handed_out_again(runtime: LocalRuntime, app: Path) -> None:
     spec = _spec(runtime, app)
     _started(runtime, spec)
-    (runtime.root / "ports" / "held.json").unlink()  # forget the hold: the instance is known
+    runtime.release_port(spec.port)  # forget the hold: the instance is known
     taken = {runtime.allocate_port() for _ in range(20)}
     assert spec.port not in taken
 
@@ -482,3 +503,43 @@ def test_a_dependency_that_cannot_be_installed_fails_with_pips_output(tmp_path: 
     assert "pip install of the dependencies in requirements.txt failed" in failure.value.detail
     assert "no-such-package-for-pavedroad-tests" in failure.value.detail
     assert list((tmp_path / "venvs").iterdir()) == [tmp_path / "venvs" / ".locks"]
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+def test_bad_specs_and_ids_are_refused(runtime: LocalRuntime, app: Path, tmp_path: Path) -> None:
+    spec = _spec(runtime, app)
+    for changes in (
+        {"id": "../escape"},
+        {"id": ".hidden"},
+        {"command": []},
+        {"cwd": Path("relative")},
+        {"env": {"A=B": "x"}},
+        {"env": {"NUL": "a\0b"}},
+        {"port": 70000},
+    ):
+        with pytest.raises(InstanceSpecError):
+            dataclasses.replace(spec, **changes)
+    for probe in ({"path": "healthz"}, {"scheme": "ftp"}, {"headers": {"X": "a\r\nB: c"}}):
+        with pytest.raises(InstanceSpecError):
+            HttpProbe(**probe)
+    for instance_id in ("../../etc", "missing", ""):
+        with pytest.raises(NotFoundError):
+            runtime.get(instance_id)
+        with pytest.raises(NotFoundError):
+            runtime.stop(instance_id)
+    with pytest.raises(PrepareError, match="is not a digest"):
+        prepare_release(tmp_path, "sha256:../../x", lambda folder: None)
+    assert runtime.instances() == []
+
+
+def test_a_running_instance_cannot_be_started_twice_or_share_a_port(
+    runtime: LocalRuntime, app: Path
+) -> None:
+    spec = _spec(runtime, app)
+    _started(runtime, spec)
+    with pytest.raises(ConflictError, match="running already"):
+        runtime.start(spec)
+    with pytest.raises(ConflictError, match=f"port {spec.port} belongs to the instance web-1"):
+        runtime.start(dataclasses.replace(spec, id="web-2"))

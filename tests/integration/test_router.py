@@ -63,12 +63,13 @@ class Upstream:
     - ``/whoami?delay=S``: its name, after S seconds;
     - ``/sse?count=N&interval=S``: N server-sent events (0: until the client leaves);
     - ``/slow``: an answer after 3 s;  ``/big?mb=N``: N MiB streamed;
+    - ``/break``: 10 of the 1000 bytes it announced, then it fails;
     - ``/ws``: a websocket echoing text and bytes; ``close:<code>`` closes it with that code.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, port: int | None = None) -> None:
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.requests: list[dict[str, Any]] = []
         self.disconnects: list[str] = []
         self._server: uvicorn.Server | None = None
@@ -120,6 +121,16 @@ class Upstream:
             await _answer(send, 200, b"late")
         elif path == "/big":
             await self._big(send, int(query.get("mb", ["1"])[0]))
+        elif path == "/break":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"1000")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"0123456789", "more_body": True})
+            raise RuntimeError("the service broke in the middle of its answer (on purpose)")
         else:
             await self._echo(scope, receive, send, headers)
 
@@ -183,12 +194,17 @@ class Upstream:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")],
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-store"),
+                ],
             }
         )
         number = 0
         while (count == 0 or number < count) and not gone.is_set():
-            await send({"type": "http.response.body", "body": b"data: %d\n\n" % number, "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": b"data: %d\n\n" % number, "more_body": True}
+            )
             number += 1
             with __import__("contextlib").suppress(TimeoutError):
                 await asyncio.wait_for(gone.wait(), interval)
@@ -267,12 +283,16 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, database_templates: Any
+) -> Iterator[Platform]:
+    """The platform app served by uvicorn from a thread, on a migrated SQLite copy."""
     from pavedroad.app import create_app
     from pavedroad.settings import RouterSettings, Settings
 
     home = tmp_path_factory.mktemp("router-home")
     (home / "empty.yaml").write_text("")
+    database_url = database_templates.sqlite_copy("empty", home / "pavedroad.db")
     with pytest.MonkeyPatch.context() as env:
         for name in list(os.environ):
             if name.startswith("PAVEDROAD_"):
@@ -282,7 +302,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         settings = Settings(
             home=home,
             port=port,
-            database_url=f"sqlite:///{home / 'pavedroad.db'}",
+            database_url=database_url,
             router=RouterSettings(connect_timeout_seconds=1.0, read_timeout_seconds=READ_TIMEOUT),
         )
         app = create_app(settings)  # sign-in required, as by default
@@ -297,8 +317,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 def start_upstream() -> Iterator[Callable[[str], Upstream]]:
     started: list[Upstream] = []
 
-    def start(name: str) -> Upstream:
-        upstream = Upstream(name).start()
+    def start(name: str, port: int | None = None) -> Upstream:
+        upstream = Upstream(name, port).start()
         started.append(upstream)
         return upstream
 
@@ -328,7 +348,11 @@ def raw_request(port: int, request: bytes) -> tuple[int, bytes]:
             received += chunk
         head, _, body = received.partition(b"\r\n\r\n")
         length = next(
-            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
             None,
         )
         while length is not None and len(body) < length:
@@ -413,7 +437,14 @@ def test_forwarded_and_hop_by_hop_headers(platform: Platform, orders: Upstream) 
         )
     assert response.status_code == 200
     seen = response.json()["headers"]
-    for dropped in ("x-hop", "keep-alive", "te", "proxy-authorization", "connection", "x-forwarded-prefix"):
+    for dropped in (
+        "x-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "connection",
+        "x-forwarded-prefix",
+    ):
         assert dropped not in seen, dropped
     # The server trusts its peer 127.0.0.1 as a proxy (uvicorn's default) and took the
     # client's address and scheme from these headers: the address is already last.
@@ -457,7 +488,9 @@ def test_round_robin_over_upstreams(platform: Platform, start_upstream: Any) -> 
 # -- streaming ---------------------------------------------------------------------------------
 
 
-def test_server_sent_events_arrive_as_they_are_sent(platform: Platform, start_upstream: Any) -> None:
+def test_server_sent_events_arrive_as_they_are_sent(
+    platform: Platform, start_upstream: Any
+) -> None:
     upstream = start_upstream("events")
     platform.routes.switch("dev", "events", [upstream.address])
     arrivals: list[tuple[float, bytes]] = []
@@ -481,9 +514,10 @@ def test_a_client_leaving_a_stream_ends_it_on_the_service(
 ) -> None:
     upstream = start_upstream("forever")
     platform.routes.switch("dev", "forever", [upstream.address])
-    with platform.client() as client, client.stream(
-        "GET", "/r/dev/forever/sse?count=0&interval=0.1"
-    ) as response:
+    with (
+        platform.client() as client,
+        client.stream("GET", "/r/dev/forever/sse?count=0&interval=0.1") as response,
+    ):
         events = response.iter_raw()
         assert next(events).startswith(b"data: 0")
     deadline = time.monotonic() + 5
@@ -521,6 +555,42 @@ def test_large_bodies_stream_both_ways(platform: Platform, orders: Upstream) -> 
 
 
 # -- refusals ----------------------------------------------------------------------------------
+
+
+def test_a_switch_seen_late_is_caught_by_the_retry(platform: Platform, start_upstream: Any) -> None:
+    """The router still holds the old route (it looks at the table at most every 50 ms)
+    when the old upstream refuses: it reads the table again and sends the request on."""
+    new = start_upstream("new")
+    platform.routes.switch("dev", "flip", [f"127.0.0.1:{free_port()}"])
+    with platform.client(headers={"Host": platform.host("flip")}) as client:
+        assert client.get("/whoami").status_code == 502  # the router has the route now
+        platform.routes.switch("dev", "flip", [new.address])  # as another process would
+        response = client.get("/whoami")
+    assert (response.status_code, response.text) == (200, "new")
+
+
+def test_a_restarted_service_is_reached_on_a_fresh_connection(
+    platform: Platform, start_upstream: Any
+) -> None:
+    before = start_upstream("before")
+    platform.routes.switch("dev", "restarts", [before.address])
+    with platform.client(headers={"Host": platform.host("restarts")}) as client:
+        assert client.get("/whoami").text == "before"  # its connection stays in the pool
+        before.stop()
+        start_upstream("after", port=before.port)
+        answers = [client.get("/whoami") for _ in range(3)]
+    assert [(r.status_code, r.text) for r in answers] == [(200, "after")] * 3
+
+
+def test_a_service_failing_mid_answer_cuts_the_client_off(
+    platform: Platform, orders: Upstream
+) -> None:
+    with platform.client(headers={"Host": platform.host("orders")}) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get("/break")
+        after = client.get("/whoami")
+    assert after.status_code == 200  # neither connection was reused
+    assert platform.router.recorder.recent(limit=2, component="orders")[1].status == 502
 
 
 def test_no_route_is_404_naming_it(platform: Platform) -> None:
@@ -601,9 +671,7 @@ def test_hostile_hosts_and_paths_are_refused_and_never_proxied(
     )
     assert status == 200 and json.loads(body)["upstream"] == "orders-1"
     # Bytes outside ASCII are percent-encoded on the way, not passed raw.
-    status, body = raw_request(
-        port, "GET /r/dev/orders/café HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-    )
+    status, body = raw_request(port, "GET /r/dev/orders/café HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     if status == 200:
         assert json.loads(body)["raw_path"] == "/caf%C3%A9"
     else:
@@ -637,7 +705,10 @@ def test_route_table_is_shared_by_files(tmp_path: Path) -> None:
     first = writer.switch("preview-login-form", "orders", ["127.0.0.1:20001"], release="r1")
     assert (first.version, first.upstreams, first.release) == (1, ("127.0.0.1:20001",), "r1")
     assert first.url(7070) == "http://orders.preview-login-form.localhost:7070/"
-    assert first.path_url("http://127.0.0.1:7070/") == "http://127.0.0.1:7070/r/preview-login-form/orders/"
+    assert (
+        first.path_url("http://127.0.0.1:7070/")
+        == "http://127.0.0.1:7070/r/preview-login-form/orders/"
+    )
     deadline = time.monotonic() + 1
     while reader.lookup("preview-login-form", "orders") is None:
         assert time.monotonic() < deadline, "the other table never saw the switch"
@@ -671,7 +742,8 @@ def test_websockets_are_relayed_both_ways(platform: Platform, start_upstream: An
     upstream = start_upstream("chat")
     platform.routes.switch("dev", "chat", [upstream.address])
     with websocket_connect(
-        f"ws://127.0.0.1:{platform.port}/r/dev/chat/ws", subprotocols=["chat.v1"]  # type: ignore[list-item]
+        f"ws://127.0.0.1:{platform.port}/r/dev/chat/ws",
+        subprotocols=["chat.v1"],  # type: ignore[list-item]
     ) as websocket:
         assert websocket.subprotocol == "chat.v1"
         websocket.send("hello")
@@ -715,7 +787,9 @@ def test_every_proxied_request_is_recorded(platform: Platform, start_upstream: A
     recorder.flush()
     lines = [
         json.loads(line)
-        for line in (platform.home / "runtime" / "requests" / "requests.jsonl").read_text().splitlines()
+        for line in (platform.home / "runtime" / "requests" / "requests.jsonl")
+        .read_text()
+        .splitlines()
     ]
     mine = [line for line in lines if line["component"] == "counted"]
     assert len(mine) == 6
@@ -769,23 +843,35 @@ def test_switches_under_load_lose_no_request(platform: Platform, start_upstream:
                 next_at += 0.05
                 time.sleep(max(0.0, next_at - time.monotonic()))
 
+    def serving(upstream: Upstream, at_least: int = 150) -> None:
+        """Let about a second of load (less on a busy machine) reach ``upstream``."""
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline or len(upstream.requests) < 20:
+            assert time.monotonic() < deadline + 10, "the load does not get through"
+            if len(upstream.requests) >= at_least:
+                return
+            time.sleep(0.02)
+
     with ThreadPoolExecutor(10) as pool:
-        for worker in range(10):
-            pool.submit(load, worker)
-        time.sleep(1.0)
+        workers = [pool.submit(load, worker) for worker in range(10)]
+        serving(first)
         deployer.switch("prod", "shop", [second.address], release="r2")  # from elsewhere
         time.sleep(0.1)  # the router sees it within 50 ms
         assert router.wait_drained_blocking([first.address], timeout=5)
         first.stop()
-        time.sleep(1.0)
+        serving(second)
         router.table.switch("prod", "shop", [third.address], release="r3")  # in-process
         assert router.wait_drained_blocking([second.address], timeout=5)
         second.stop()
-        time.sleep(1.0)
+        serving(third)
         stop.set()
+        for worker in workers:
+            worker.result()
     failed = [outcome for outcome in outcomes if outcome[0] != 200]
     assert failed == []
-    served = {name: sum(1 for _, text in outcomes if text == name) for name in ("release-1", "release-2", "release-3")}
-    assert len(outcomes) >= 400, served
-    assert all(count > 50 for count in served.values()), served
+    served = {
+        name: sum(1 for _, text in outcomes if text == name)
+        for name in ("release-1", "release-2", "release-3")
+    }
+    assert min(served.values()) >= 20 and sum(served.values()) == len(outcomes), served
     assert router.in_flight(first.address) == router.in_flight(second.address) == 0

@@ -415,9 +415,14 @@ def _release_from_upload(
     if score.stat().st_size > MAX_SCORE_BYTES:
         raise InputError(f"score.yaml is larger than {MAX_SCORE_BYTES} bytes")
     score_text = score.read_text(encoding="utf-8", errors="replace")
+    from pavedroad.workloads.problems import WorkloadError
+    from pavedroad.workloads.resources import ResourceTypes
     from pavedroad.workloads.score import parse_workload
 
-    parse_workload(score_text, "score.yaml")  # line-numbered problems before anything is kept
+    workload = parse_workload(score_text, "score.yaml")  # line-numbered problems first
+    problems = ResourceTypes.from_plugins().check(workload)  # unknown types, outputs
+    if problems:
+        raise WorkloadError(problems, workload.source)
     blob = service.releases.artifacts.put_files(root, sorted(_walk(root)))
     try:
         return service.releases.create_from_bundle(

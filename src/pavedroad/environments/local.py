@@ -66,6 +66,7 @@ class LocalWorkloadRuntime:
 
     def provision(self, plan: DeploymentPlan) -> Provisioned:
         from pavedroad.workloads.placeholders import resolve_workload
+        from pavedroad.workloads.problems import WorkloadError
         from pavedroad.workloads.resources import (
             ResourceContext,
             ResourceProvisionError,
@@ -89,8 +90,12 @@ class LocalWorkloadRuntime:
             variables=dict(plan.variables),
             deployment_id=plan.deployment_id,
         )
+        types = ResourceTypes.from_plugins()
+        problems = types.check(plan.workload)
+        if problems:
+            raise WorkloadError(problems, plan.workload.source)
         try:
-            outputs = ResourceTypes.from_plugins().provision_all(plan.workload, context)
+            outputs = types.provision_all(plan.workload, context)
         except ResourceProvisionError as error:
             raise DeploymentFailed(error.detail) from None
         resolved = resolve_workload(plan.workload, outputs)
@@ -102,6 +107,7 @@ class LocalWorkloadRuntime:
         names = [f"{name} ({plan.workload.resources[name].type})" for name in outputs]
         return Provisioned(
             resolved=resolved,
+            outputs=dict(outputs),
             config={"resources": {name: o.redacted() for name, o in outputs.items()}},
             secret_versions=dict(plan.secrets.versions),
             summary=("resources: " + ", ".join(names)) if names else "no resources",
@@ -128,8 +134,13 @@ class LocalWorkloadRuntime:
     ) -> list[str]:
         from pavedroad.runtimes.local.shim import InstanceSpec
         from pavedroad.workloads.containers import environment_for, write_files
+        from pavedroad.workloads.placeholders import resolve_workload
 
-        containers = provisioned.resolved.containers
+        # again, now that the release's files are there for files with a ``source``
+        resolved = resolve_workload(
+            plan.workload, provisioned.outputs, source_root=Path(prepared.app_dir)
+        )
+        containers = resolved.containers
         if len(containers) != 1:
             raise DeploymentFailed(
                 f"the local runtime runs one container per workload; {plan.workload.name} "
@@ -150,11 +161,11 @@ class LocalWorkloadRuntime:
         environment = plan.environment.name
         instance_id = f"{environment[:40]}.{plan.name[:40]}.d{plan.number}"
         files = self.root / "files" / instance_id
-        write_files(provisioned.resolved, name, files)
+        write_files(resolved, name, files)
         port = self.local.allocate_port()
         env = {
             **prepared.env,
-            **environment_for(provisioned.resolved, name),
+            **environment_for(resolved, name),
             "PORT": str(port),
             "PAVEDROAD_COMPONENT": plan.component,
             "PAVEDROAD_ENVIRONMENT": environment,

@@ -81,6 +81,7 @@ class DeploymentPlan:
 @dataclass
 class Provisioned:
     resolved: ResolvedWorkload
+    outputs: dict[str, Any]  # by resource name, for resolving again with the release's files
     config: dict[str, Any]  # non-secret resource outputs, recorded on the deployment
     secret_versions: dict[str, int]
     summary: str

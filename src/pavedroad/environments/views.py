@@ -715,7 +715,10 @@ def _deployment_page(
     if deployment.rollback_of:
         with contextlib.suppress(NotFoundError):
             rollback_of = _deployment_views(service, [service.get(deployment.rollback_of)])[0]
-    live = service.live(deployment.component, deployment.environment)
+    live_row = service.live(deployment.component, deployment.environment)
+    live = None
+    if live_row is not None:
+        live = LiveView.of(live_row, _releases(service, [live_row.release_id]))
     context = {
         "title": f"Deployment {deployment.label} · {parse_ref(deployment.component).name} "
         f"to {deployment.environment}",
@@ -729,7 +732,7 @@ def _deployment_page(
         "previous_release": previous,
         "rollback_of": rollback_of,
         "serving": live is not None and live.deployment_id == deployment.id,
-        "live_deployment": live.deployment_id if live else None,
+        "live": live,
         "component_url": tab_url(deployment.component),
         "refresh": REFRESH_SECONDS,
         "back": deployment.url,
@@ -829,7 +832,6 @@ def _tab_page(
         ),
         "deploy_refusal": refusal,
         "log_lines": LOG_LINES,
-        "all_deployments": f"{MATRIX_PAGE}#environments",
         "back": place.url,
         "notice": None if failure else _notice(request, service),
     }

@@ -72,7 +72,7 @@ def pinned_ref(commit: str) -> str:
 def is_mirrored(repository: str) -> bool:
     """Whether a run's repository is a mirrored one (``host/owner/name``) rather than a
     hosted one (``owner/name``)."""
-    return repository.count("/") >= 2
+    return "://" not in repository and repository.count("/") >= 2
 
 
 def repository_identity(url: str) -> str:

@@ -5,18 +5,19 @@ The folder (in the job's workspace, so the repository must be checked out first)
 ``step.yaml``; GitHub's ``action.yml`` / ``action.yaml`` with ``runs.using: composite``
 is read too, so an action written for GitHub runs unchanged::
 
-    name: Lint
+    name: No TODOs
     inputs:
-      path: {description: What to lint, default: src}
+      path: {description: The folder to look in, default: src}
       strict: {required: true}
     outputs:
-      issues: {value: "${{ steps.ruff.outputs.issues }}"}
+      count: {value: "${{ steps.count.outputs.count }}"}
     runs:
       using: composite            # optional in step.yaml
       steps:
-        - id: ruff
-          run: ruff check "$INPUT_PATH" --exit-zero | tee out.txt
-        - run: echo "issues=$(wc -l < out.txt)" >> "$PAVEDROAD_OUTPUT"
+        - id: count
+          run: echo "count=$(grep -rn TODO "$INPUT_PATH" | wc -l)" >> "$PAVEDROAD_OUTPUT"
+        - if: inputs.strict == 'true' && steps.count.outputs.count != '0'
+          run: grep -rn TODO "$INPUT_PATH"; exit 1
 
 :func:`load_local_step` finds and checks the file (the folder contained in the
 workspace through :func:`~pavedroad.core.paths.contained_path`, the file read through
@@ -59,7 +60,6 @@ FILE_KEYS = ("name", "description", "author", "branding", "inputs", "outputs", "
 INPUT_KEYS = ("description", "required", "default", "deprecationMessage")
 OUTPUT_KEYS = ("description", "value")
 RUNS_KEYS = ("using", "steps")
-_OTHER_RUNS = ("main", "pre", "post", "image", "entrypoint", "args", "pre-if", "post-if")
 
 
 class LocalStepInvalid(StepFailed):
@@ -170,7 +170,7 @@ def load_local_step(
             f"uses: {uses}: there is no folder {relative} in the workspace "
             "(check the repository out first: uses: checkout)"
         )
-    name, path = _step_file(uses, workspace, folder)
+    name, path = _step_file(uses, workspace, relative)
     source = f"{relative}/{name}"
     with open(path, "rb") as handle:
         data = handle.read(MAX_FILE_BYTES + 1)
@@ -187,11 +187,13 @@ def _check_chain(uses: str, folder: Path, chain: Sequence[LocalStep]) -> None:
         raise StepFailed(f"local steps are nested more than {MAX_DEPTH} deep: {route}")
 
 
-def _step_file(uses: str, workspace: Path, folder: Path) -> tuple[str, Path]:
+def _step_file(uses: str, workspace: Path, relative: str) -> tuple[str, Path]:
+    """The folder's step file (its name and resolved path), which must be in the
+    workspace too."""
     found: list[tuple[str, Path]] = []
     for name in STEP_FILES:
         try:
-            path = contained_path(workspace, folder.relative_to(workspace.resolve()) / name)
+            path = contained_path(workspace, f"{relative}/{name}")
         except PathEscapeError:
             raise StepFailed(f"uses: {uses}: {name} leads outside the workspace") from None
         if path.is_file():
@@ -319,9 +321,8 @@ class _LocalStepReader(PipelineReader):
 
     def runs(self, loc: Located, uses: str, *, action: bool) -> list[dict[str, Any]]:
         if isinstance(loc.value, dict):
-            other = [key for key in loc.value if key in _OTHER_RUNS]
             using = loc.value.get("using")
-            if other or (using is not None and using != "composite"):
+            if using is not None and using != "composite":
                 where = next((v for k, v in loc.entries() if k == "using"), loc)
                 self.report(
                     where,
@@ -360,8 +361,10 @@ def _planned(step: Step, index: int) -> dict[str, Any]:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
+    if isinstance(value, bool):
+        return f"the boolean {'true' if value else 'false'}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
     if isinstance(value, str):
         return "a string"
-    return type(value).__name__
+    return "a list" if isinstance(value, list) else type(value).__name__

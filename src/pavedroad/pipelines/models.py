@@ -36,7 +36,8 @@ class RunRow(Base):
     __table_args__ = (UniqueConstraint("repository", "number"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    repository: Mapped[str] = mapped_column(String(400), index=True)  # owner/name or URL
+    # owner/name of a hosted repository; host/owner/name of a mirrored one (git.mirrors)
+    repository: Mapped[str] = mapped_column(String(400), index=True)
     number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per repository
     entity_ref: Mapped[str | None] = mapped_column(String(400), nullable=True, index=True)
     commit: Mapped[str] = mapped_column(String(64))

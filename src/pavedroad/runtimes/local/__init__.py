@@ -1,1 +1,2 @@
-"""The local runtime: service instances as supervised processes on 127.0.0.1."""
+"""The local runtime: service instances as supervised processes on 127.0.0.1, reached
+through the router at stable URLs (``<component>.<environment>.localhost``)."""

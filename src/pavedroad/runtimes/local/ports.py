@@ -2,12 +2,14 @@
 
 A port is free when nothing on the host is bound to it (a bind test, on every IPv4
 address and on IPv6 where there is one), no known instance has it, and it was not
-handed out in the last ten minutes: the caller may take a while (preparing a release)
-before its instance binds it. Those holds, and where the next search starts, are kept
-in ``held.json`` under a file lock, so every process of the host (the server, workers)
-hands out ports from one book. Searching from after the last port handed out, rather
-than from the start of the range, keeps a port just given up (a router may still send
-to it) out of use for as long as possible.
+handed out in the last ten minutes: the caller may take a while (preparing a release,
+starting a slow service) before its instance binds it. Those holds, and where the next
+search starts, are kept in ``held.json`` under a file lock. The book is one per user
+and host (:func:`host_port_folder`), not one per runtime root: two homes on one host
+(a demo and a test run, parallel test workers) share the ports of 127.0.0.1, so they
+must share the book too. Searching from after the last port handed out, rather than
+from the start of the range, keeps a port just given up (a router may still send to
+it) out of use for as long as possible.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import fcntl
 import json
 import os
 import socket
+import stat
+import tempfile
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -72,6 +76,25 @@ def release_port(folder: Path, port: int) -> None:
         book = _read_book(folder)
         if book["held"].pop(port, None) is not None:
             _write_book(folder, book)
+
+
+def host_port_folder() -> Path | None:
+    """The book shared by every runtime of this user on this host:
+    ``<temp dir>/pavedroad-ports-<uid>``, if it is (or can be made) a folder of this
+    user's that no one else may write; None otherwise (use a folder of your own)."""
+    folder = Path(tempfile.gettempdir()) / f"pavedroad-ports-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    if (
+        not stat.S_ISDIR(info.st_mode)  # a symbolic link someone put there
+        or info.st_uid != os.getuid()
+        or info.st_mode & 0o022
+    ):
+        return None
+    return folder
 
 
 def port_is_free(port: int) -> bool:

@@ -124,13 +124,13 @@ def declared_dependencies(app_dir: Path) -> Dependencies | None:
     """The dependencies a release declares; None if it is not a Python project."""
     requirements = app_dir / REQUIREMENTS
     if requirements.is_file():
-        return Dependencies(REQUIREMENTS, (), requirements.read_text(encoding="utf-8"))
+        return Dependencies(REQUIREMENTS, (), _read_text(requirements))
     pyproject = app_dir / PYPROJECT
     if not pyproject.is_file():
         return None
     try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        data = tomllib.loads(_read_text(pyproject))
+    except tomllib.TOMLDecodeError as error:
         raise PrepareError(f"the release's {PYPROJECT} cannot be read: {error}") from None
     project = data.get("project")
     if not isinstance(project, dict):
@@ -145,6 +145,13 @@ def declared_dependencies(app_dir: Path) -> Dependencies | None:
     if not isinstance(declared, list) or not all(isinstance(item, str) for item in declared):
         raise PrepareError(f"[project].dependencies of {PYPROJECT} must be a list of strings")
     return Dependencies(PYPROJECT, tuple(declared))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PrepareError(f"the release's {path.name} is not UTF-8 text") from None
 
 
 def _unpacked(releases: Path, hex_digest: str, extract: Callable[[Path], None]) -> Path:

@@ -79,7 +79,7 @@ _RESPONSE_DROP = frozenset(
 # Handshake headers the websocket client makes itself.
 _WEBSOCKET_DROP = _REQUEST_DROP | {
     b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
-    b"sec-websocket-protocol", b"sec-websocket-accept", b"origin",
+    b"sec-websocket-protocol",
 }  # fmt: skip
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _NOT_VISIBLE = re.compile(rb"[^\x21-\x7e]")  # outside printable ASCII
@@ -140,6 +140,7 @@ class _Connection(asyncio.Protocol):
 
     def begin(self, head_request: bool) -> None:
         """Forget the last exchange; the next response answers a HEAD if ``head_request``."""
+        self.active = True  # False while the connection waits in the pool
         self.head_request = head_request
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -160,6 +161,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
+        if not self.active:  # nothing was asked: a broken upstream, not to be reused
+            self.abort()
+            return
         self.received = True
         try:
             self.parser.feed_data(data)
@@ -356,6 +360,7 @@ class UpstreamPool:
             connection.close()
             return
         connection.idle_since = now
+        connection.active = False
         idle.append(connection)
 
     def keep_only(self, upstreams: Iterable[str]) -> None:
@@ -528,6 +533,8 @@ class LocalRouter:
         environment: str, component: str, path: bytes, prefix: str | None
     ) -> Target | Refusal:
         """The target, if its path is one the router sends on unchanged in meaning."""
+        if not path.startswith(b"/") and path != b"*":
+            path = b"/" + path  # an absolute URL as the target had no path
         if _NOT_VISIBLE.search(path):
             if _CONTROL.search(path):
                 return Refusal(400, "The request path holds spaces or control characters.")
@@ -574,7 +581,6 @@ class LocalRouter:
         try:
             for attempt in (0, 1):
                 upstream = self._pick(route)
-                exchange = _Exchange()
                 self._in_flight[upstream] = self._in_flight.get(upstream, 0) + 1
                 try:
                     await self._exchange(
@@ -582,6 +588,10 @@ class LocalRouter:
                     )
                     break
                 except _Retry:
+                    log.debug(
+                        "%s unreachable: the request goes to the route as it is now", upstream
+                    )
+                    exchange = _Exchange()
                     self.table.refresh()
                     current = self._lookup(target)
                     if current is None:
@@ -1013,9 +1023,6 @@ def _websocket_headers(scope: Scope, target: Target) -> list[tuple[str, str]]:
     headers.append(("X-Forwarded-Proto", "https" if scope.get("scheme") == "wss" else "http"))
     if host:
         headers.append(("X-Forwarded-Host", host.decode("latin-1")))
-    origin = _header(scope, b"origin")
-    if origin:
-        headers.append(("Origin", origin.decode("latin-1")))
     if target.prefix:
         headers.append(("X-Forwarded-Prefix", target.prefix))
     return headers
@@ -1035,12 +1042,16 @@ def _forwarded_for(scope: Scope, incoming: bytes | None) -> bytes:
 
 
 def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    kept = [(name, value) for name, value in headers if name not in _RESPONSE_DROP]
+    """The upstream's response headers without the hop-by-hop ones."""
+    kept = []
+    named: set[bytes] = set()
     for name, value in headers:
-        if name == b"connection":
-            named = {t.strip().lower() for t in value.split(b",")} - _RESPONSE_DROP
-            if named:
-                kept = [(n, v) for n, v in kept if n not in named]
+        if name not in _RESPONSE_DROP:
+            kept.append((name, value))
+        elif name == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    if named - _RESPONSE_DROP:  # headers the upstream named hop-by-hop (rare)
+        kept = [(name, value) for name, value in kept if name not in named]
     return kept
 
 

@@ -392,6 +392,38 @@ def session_processes(session: int, since: int) -> list[int]:
     return found
 
 
+def listening_sockets(port: int) -> set[int]:
+    """The inodes of the TCP sockets listening on ``port`` (any address, IPv4 or 6)."""
+    found: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            columns = row.split()
+            # local address (hex ip:port), state 0A is LISTEN, the inode is column 10
+            listening = len(columns) > 9 and columns[3] == "0A"
+            if listening and int(columns[1].rsplit(":", 1)[1], 16) == port:
+                found.add(int(columns[9]))
+    return found
+
+
+def session_holds(leader: int, started: int, sockets: set[int]) -> bool:
+    """Whether a process of the session ``leader`` began holds one of ``sockets``."""
+    names = {f"socket:[{inode}]" for inode in sockets}
+    for pid in session_processes(leader, started):
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{descriptor}") in names:
+                    return True
+    return False
+
+
 def signal_group(group: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signum)

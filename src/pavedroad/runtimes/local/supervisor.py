@@ -11,7 +11,8 @@ the same instances: everything is in files under the runtime's root
   :mod:`.shim` for each file);
 - ``locks/<id>.lock``: held while an instance is started, stopped, adopted or removed,
   so two processes never act on one instance at once;
-- ``ports/``: the book of ports handed out (:mod:`.ports`);
+- ``ports/``: the book of ports handed out, where the host's shared one cannot be
+  used (:mod:`.ports`);
 - ``releases/`` and ``venvs/``: releases unpacked and their virtualenvs (:mod:`.prepare`).
 
 When the server starts it calls :meth:`LocalRuntime.adopt`: an instance whose shim is
@@ -38,13 +39,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import pavedroad
 from pavedroad.core.errors import ConflictError, NotFoundError, ProblemError
 from pavedroad.core.paths import contained_path
 from pavedroad.core.timeutil import isoformat, utcnow
-from pavedroad.runtimes.local.ports import allocate_port, release_port
+from pavedroad.runtimes.local.ports import allocate_port, host_port_folder, release_port
 from pavedroad.runtimes.local.prepare import DEFAULT_PATH, PreparedRelease, prepare_release
 from pavedroad.runtimes.local.shim import (
     ACTIVE_STATUSES,
@@ -66,10 +67,12 @@ from pavedroad.runtimes.local.shim import (
     describe_exit,
     is_running,
     kill_session,
+    listening_sockets,
     port_accepts,
     probe_http,
     read_spec,
     read_state,
+    session_holds,
     write_json,
     write_policy,
     write_spec,
@@ -141,7 +144,9 @@ class LocalRuntime:
         self.settings = settings
         self._instances = root / "instances"
         self._locks = root / "locks"
-        self._ports = root / "ports"
+        # Where ports handed out are booked: one book for the host, shared with other
+        # homes (else this root's own).
+        self.ports_folder = host_port_folder() or root / "ports"
         # Shims this object started: reaped once they end (else they stay zombies).
         self._shims: list[subprocess.Popen[bytes]] = []
         self._shims_lock = threading.Lock()
@@ -170,8 +175,13 @@ class LocalRuntime:
         """A port for a new instance: free on the host, no known instance's, and held
         for ten minutes so that no other caller gets it before the instance starts."""
         return allocate_port(
-            self._ports, self.settings.port_min, self.settings.port_max, self._known_ports()
+            self.ports_folder, self.settings.port_min, self.settings.port_max, self._known_ports()
         )
+
+    def release_port(self, port: int) -> None:
+        """Give back a port from :meth:`allocate_port` that no instance will use (a
+        started instance's port is known from its spec; its hold simply expires)."""
+        release_port(self.ports_folder, port)
 
     def prepare(self, digest: str, extract: Callable[[Path], None]) -> PreparedRelease:
         """The release with bundle ``digest`` unpacked (by ``extract``) and its
@@ -204,9 +214,7 @@ class LocalRuntime:
             folder.mkdir(exist_ok=True, mode=0o700)
             with contextlib.suppress(FileNotFoundError):
                 (folder / STOP_FILE).unlink()
-            state = self._launch(spec, restarts=0)
-        release_port(self._ports, spec.port)
-        return state
+            return self._launch(spec, restarts=0)
 
     def stop(self, instance_id: str, grace_seconds: float | None = None) -> InstanceState:
         """Stop the instance: SIGTERM to its service's process group, SIGKILL to what is
@@ -302,6 +310,8 @@ class LocalRuntime:
                     if spec.readiness is not None
                     else port_accepts(spec.port, answer_within)
                 )
+                if answer is None and _answered_by_another(spec, state):
+                    answer = f"port {spec.port} answers, but from a process not of this instance"
                 if answer is None:
                     return Readiness(True, "ready")
                 last_answer = answer
@@ -414,20 +424,26 @@ class LocalRuntime:
             if state is not None and state.shim_pid == shim.pid and state.status != STARTING:
                 return state
             if shim.poll() is not None:
-                raise InstanceStartError(
+                self._start_failed(
+                    folder,
                     f"the supervisor process of instance {folder.name} ended at once "
-                    f"(exit code {shim.returncode})" + _block(_last_lines(folder / SHIM_LOG_FILE))
+                    f"(exit code {shim.returncode})" + _block(_last_lines(folder / SHIM_LOG_FILE)),
                 )
             time.sleep(0.02)
         shim.kill()
         shim.wait()
+        self._start_failed(
+            folder,
+            f"the supervisor process of instance {folder.name} did not start it within "
+            f"{_SHIM_REPORT_SECONDS:g} s",
+        )
+
+    def _start_failed(self, folder: Path, message: str) -> NoReturn:
         state = read_state(folder)
         if state is not None:
             kill_session(state.pid, state.pid_started)
-        raise InstanceStartError(
-            f"the supervisor process of instance {folder.name} did not start it within "
-            f"{_SHIM_REPORT_SECONDS:g} s"
-        )
+            write_state(folder, replace(state, status=FAILED, pid=None, error=message))
+        raise InstanceStartError(message)
 
     def _stop_locked(self, folder: Path, grace: float) -> InstanceState:
         write_json(folder / STOP_FILE, {"grace_seconds": grace, "requested_at": _now()})
@@ -575,6 +591,17 @@ def _not_up(state: InstanceState, restarts: int) -> str | None:
     if state.status == LOST:
         return "its supervisor process is gone"
     return None
+
+
+def _answered_by_another(spec: InstanceSpec, state: InstanceState) -> bool:
+    """Whether the port the instance was probed on is held by a process outside the
+    service's session (a port another home handed out too, a leftover): its answer
+    says nothing about this instance."""
+    port = spec.readiness.port if spec.readiness and spec.readiness.port else spec.port
+    sockets = listening_sockets(port)
+    if not sockets or state.pid is None or state.pid_started is None:
+        return False  # cannot tell (no /proc/net): trust the answer
+    return not session_holds(state.pid, state.pid_started, sockets)
 
 
 def _wait_ended(pid: int, started: int | None, seconds: float) -> bool:
