@@ -26,7 +26,7 @@ from integration_support import register, wait_for
 from pydantic import SecretStr
 from test_git_webhooks import GITHUB_SECRET, GITHUB_URL, GITLAB_TOKEN, GITLAB_URL, sign
 
-from pavedroad.git.mirrors import pinned_ref
+from pavedroad.git.mirrors import MirrorError, pinned_ref, repository_identity
 from pavedroad.pipelines.runs import PipelineService
 
 ZERO = "0" * 40
@@ -431,3 +431,33 @@ def test_checkout_fetches_a_commit_its_mirror_lost_under_the_same_policy(
     assert service.run(run.id).status == "succeeded", log
     assert "the word is kept" in log
     assert os.path.isdir(mirror) and service.mirrors.has(mirror, after)
+
+
+@pytest.mark.parametrize(
+    ("url", "identity"),
+    [
+        ("https://github.com/acme/orders.git", "github.com/acme/orders"),
+        ("https://GitHub.com:443/acme/orders/", "github.com/acme/orders"),
+        ("http://127.0.0.1:8080/acme/orders.git", "127.0.0.1:8080/acme/orders"),
+        ("https://gitlab.example.com/group/sub/proj.git", "gitlab.example.com/group/sub/proj"),
+    ],
+)
+def test_a_repository_is_known_by_its_host_and_path(url, identity):
+    assert repository_identity(url) == identity
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ssh://git@github.com/acme/orders.git",
+        "https://github.com/orders.git",
+        "https://github.com/acme/../../etc",
+        "https://github.com/acme/-orders",
+        "https://github.com/acme/orders?ref=x",
+        "https://bob:secret@github.com/acme/orders.git",
+        "https://github.com:99999/acme/orders",
+    ],
+)
+def test_a_url_that_names_no_repository_to_fetch_is_refused(url):
+    with pytest.raises(MirrorError):
+        repository_identity(url)

@@ -38,9 +38,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_in_thread(app: Any, port: int, name: str) -> tuple[uvicorn.Server, threading.Thread]:
+def serve_in_thread(
+    app: Any, port: int, name: str, lifespan: str = "off"
+) -> tuple[uvicorn.Server, threading.Thread]:
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
     )
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
@@ -306,11 +308,14 @@ def platform(
             router=RouterSettings(connect_timeout_seconds=1.0, read_timeout_seconds=READ_TIMEOUT),
         )
         app = create_app(settings)  # sign-in required, as by default
-    server, thread = serve_in_thread(app, port, "platform")
+    server, thread = serve_in_thread(app, port, "platform", lifespan="on")
     yield Platform(app, port, home)
     server.should_exit = True
     thread.join(15)
     app.state.db.dispose()
+    # The shutdown closed the router: no connection kept, every record written.
+    assert app.state.router.pool.idle_count() == 0
+    assert app.state.router.recorder.log_path.is_file()
 
 
 @pytest.fixture

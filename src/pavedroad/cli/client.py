@@ -21,8 +21,9 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
+            headers = {**self.headers, **kwargs.pop("headers", {})}
             response = httpx.request(
-                method, self.base + path, timeout=120, headers=self.headers, **kwargs
+                method, self.base + path, timeout=120, headers=headers, **kwargs
             )
         except httpx.HTTPError as exc:
             fail(

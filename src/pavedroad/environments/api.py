@@ -90,8 +90,12 @@ def matrix(request: Request, service: DeploymentService) -> dict[str, Any]:
     envs = service.environments.all()
     lives = {(live.component, live.environment): live for live in service.lives()}
     latest: dict[tuple[str, str], DeploymentRow] = {}
-    for row in service.recent(limit=500):
+    earlier: dict[tuple[str, str], bool] = {}  # a release before the live one went live
+    for row in service.recent(limit=2000):
         latest.setdefault((row.component, row.environment), row)
+        here = lives.get((row.component, row.environment))
+        if row.status == "replaced" and here is not None and row.release_id != here.release_id:
+            earlier[(row.component, row.environment)] = True
     components = sorted({c for c, _ in lives} | {c for c, _ in latest})
     now = utcnow()
     rows = []
@@ -109,7 +113,7 @@ def matrix(request: Request, service: DeploymentService) -> dict[str, Any]:
             )
             if may_deploy and env.promotes_from and behind:
                 actions.append("promote")
-            if may_deploy and live is not None:
+            if may_deploy and live is not None and earlier.get((component, env.name)):
                 actions.append("rollback")
             if (
                 may_approve
@@ -141,7 +145,12 @@ def get_environment(service: Deployments, name: str) -> dict[str, Any]:
     return data
 
 
-@router.post("/environments", status_code=201, summary="Make an environment outside the catalog")
+@router.post(
+    "/environments",
+    status_code=201,
+    name="environment.create",
+    summary="Make an environment outside the catalog",
+)
 def create_environment(request: Request, service: Deployments, body: EnvironmentCreate) -> Any:
     require(request, "environment.manage")
     spec: dict[str, Any] = {
@@ -162,7 +171,11 @@ def create_environment(request: Request, service: Deployments, body: Environment
     return env.as_dict()
 
 
-@router.delete("/environments/{name}", summary="Remove an environment and all that runs in it")
+@router.delete(
+    "/environments/{name}",
+    name="environment.delete",
+    summary="Remove an environment and all that runs in it",
+)
 def delete_environment(request: Request, service: Deployments, name: str) -> dict[str, Any]:
     require(request, "environment.manage")
     removed = service.remove_environment(name, _actor(request))
@@ -220,7 +233,11 @@ def list_deployments(
     return {"items": [service.describe(row) for row in rows]}
 
 
-@router.post("/deployments", summary="Deploy a release of a component to an environment")
+@router.post(
+    "/deployments",
+    name="deployment.create",
+    summary="Deploy a release of a component to an environment",
+)
 def create_deployment(
     request: Request, response: Response, service: Deployments, body: DeployRequest
 ) -> dict[str, Any]:
@@ -230,7 +247,11 @@ def create_deployment(
     return _requested(response, service, requested)
 
 
-@router.post("/deployments/promote", summary="Promote the release live where it comes from")
+@router.post(
+    "/deployments/promote",
+    name="deployment.promote",
+    summary="Promote the release live where it comes from",
+)
 def promote(
     request: Request, response: Response, service: Deployments, body: PromoteRequest
 ) -> dict[str, Any]:
@@ -239,7 +260,11 @@ def promote(
     return _requested(response, service, service.promote(component, body.to, _actor(request)))
 
 
-@router.post("/deployments/rollback", summary="Redeploy the previous (or a given) release")
+@router.post(
+    "/deployments/rollback",
+    name="deployment.rollback",
+    summary="Redeploy the previous (or a given) release",
+)
 def rollback(
     request: Request, response: Response, service: Deployments, body: RollbackRequest
 ) -> dict[str, Any]:
@@ -254,7 +279,11 @@ def get_deployment(service: Deployments, deployment_id: str) -> dict[str, Any]:
     return service.describe(service.get(deployment_id), full=True)
 
 
-@router.post("/deployments/{deployment_id}/cancel", summary="Cancel a waiting deployment")
+@router.post(
+    "/deployments/{deployment_id}/cancel",
+    name="deployment.cancel",
+    summary="Cancel a waiting deployment",
+)
 def cancel_deployment(request: Request, service: Deployments, deployment_id: str) -> Any:
     row = service.get(deployment_id)
     require(request, "deployment.create", row.component)
@@ -275,7 +304,11 @@ def list_approvals(request: Request, service: Deployments) -> dict[str, Any]:
     return {"items": items}
 
 
-@router.post("/approvals", summary="Approve or reject a deployment waiting for approval")
+@router.post(
+    "/approvals",
+    name="deployment.decide",
+    summary="Approve or reject a deployment waiting for approval",
+)
 def decide_approval(request: Request, service: Deployments, body: Decision) -> dict[str, Any]:
     row = service.get(body.deployment)
     require(request, "deployment.approve", row.component)
@@ -369,6 +402,7 @@ def get_release(service: Deployments, release_id: str) -> dict[str, Any]:
 @router.post(
     "/releases",
     status_code=201,
+    name="release.create",
     summary="Make a release from an uploaded .tar.gz of a service's files (pave release create)",
 )
 async def create_release(request: Request, service: Deployments, component: str) -> Any:

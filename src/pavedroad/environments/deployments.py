@@ -782,7 +782,7 @@ class DeploymentService:
         if status:
             statement = statement.where(DeploymentRow.status == status)
         with self.db.read_session() as session:
-            return list(session.scalars(statement.limit(max(1, min(limit, 500)))))
+            return list(session.scalars(statement.limit(max(1, min(limit, 2000)))))
 
     def timeline(self, deployment_id: str) -> list[DeploymentEventRow]:
         with self.db.read_session() as session:

@@ -370,8 +370,10 @@ class UpstreamPool:
             for connection in self._idle.pop(upstream):
                 connection.close()
 
-    def idle_count(self, upstream: str) -> int:
-        return sum(not c.closed for c in self._idle.get(upstream, ()))
+    def idle_count(self, upstream: str | None = None) -> int:
+        """Open idle connections kept to ``upstream`` (to any, if None)."""
+        kept = self._idle.values() if upstream is None else [self._idle.get(upstream, [])]
+        return sum(not c.closed for connections in kept for c in connections)
 
     def close(self) -> None:
         self.keep_only(())

@@ -290,9 +290,12 @@ class LocalRuntime:
     def wait_ready(self, instance_id: str, timeout: float) -> Readiness:
         """Wait until the instance answers its readiness probe (an HTTP GET on
         127.0.0.1 answered 200 to 399) or, without one, accepts connections on its port.
-        Fails at once when the service exits (``exited with code N``), cannot start or
-        is stopped, and after ``timeout`` seconds (``not ready after T s``)."""
+        Only an answer from a process of the service's own session counts (another
+        process on the port says nothing about this instance). Fails at once when the
+        service exits (``exited with code N``), cannot start or is stopped, and after
+        ``timeout`` seconds (``not ready after T s``)."""
         spec = self.spec(instance_id)
+        probed = spec.readiness.port if spec.readiness and spec.readiness.port else spec.port
         deadline = time.monotonic() + timeout
         restarts: int | None = None
         last_answer = "no answer yet"
@@ -310,8 +313,8 @@ class LocalRuntime:
                     if spec.readiness is not None
                     else port_accepts(spec.port, answer_within)
                 )
-                if answer is None and _answered_by_another(spec, state):
-                    answer = f"port {spec.port} answers, but from a process not of this instance"
+                if answer is None and _answered_by_another(probed, state):
+                    answer = f"port {probed} answers, but from a process not of this instance"
                 if answer is None:
                     return Readiness(True, "ready")
                 last_answer = answer
@@ -593,11 +596,9 @@ def _not_up(state: InstanceState, restarts: int) -> str | None:
     return None
 
 
-def _answered_by_another(spec: InstanceSpec, state: InstanceState) -> bool:
-    """Whether the port the instance was probed on is held by a process outside the
-    service's session (a port another home handed out too, a leftover): its answer
-    says nothing about this instance."""
-    port = spec.readiness.port if spec.readiness and spec.readiness.port else spec.port
+def _answered_by_another(port: int, state: InstanceState) -> bool:
+    """Whether ``port`` is held by a process outside the service's session (a port
+    handed out twice, a leftover): its answer says nothing about this instance."""
     sockets = listening_sockets(port)
     if not sockets or state.pid is None or state.pid_started is None:
         return False  # cannot tell (no /proc/net): trust the answer
