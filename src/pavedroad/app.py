@@ -100,6 +100,7 @@ def create_app(
     app.state.scaffolder = services.scaffolder
     app.state.pipelines = services.pipelines
     app.state.deployments = services.deployments
+    app.state.automation = services.automation
     app.state.identity = IdentityService(db)
     app.state.sessions = SessionService(db, settings, app.state.identity)
     app.add_middleware(

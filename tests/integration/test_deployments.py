@@ -45,7 +45,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 print("serving", VERSION, flush=True)
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+port = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ["PORT"])
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 """
 
 SCORE = """\
@@ -91,7 +92,8 @@ def bundle(version: str, behaviour: str = "", score: str | None = None) -> bytes
     return buffer.getvalue()
 
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+# the first test runs on PostgreSQL too; the rest on the embedded default only
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -184,6 +186,7 @@ def test_a_release_goes_live_at_its_url_and_a_new_one_replaces_it(platform: Test
     assert joined.status_code == 200 and joined.json()["joined"] is True
 
 
+@sqlite_only
 def test_a_release_that_exits_at_once_leaves_the_old_one_serving(platform: TestClient) -> None:
     good = release(platform, "v1")
     assert finished(platform, deploy(platform, "development", good["id"]))["status"] == "live"
@@ -196,6 +199,7 @@ def test_a_release_that_exits_at_once_leaves_the_old_one_serving(platform: TestC
     assert through_router(platform, "development").startswith("v1 ")
 
 
+@sqlite_only
 def test_a_release_never_ready_fails_after_the_timeout(platform: TestClient) -> None:
     stuck = release(platform, "v1", behaviour="never-ready")
     failed = finished(platform, deploy(platform, "development", stuck["id"]))
@@ -206,6 +210,7 @@ def test_a_release_never_ready_fails_after_the_timeout(platform: TestClient) -> 
     )
 
 
+@sqlite_only
 def test_an_invalid_score_file_is_refused_with_its_line(platform: TestClient) -> None:
     response = platform.post(
         "/api/v1/releases",
@@ -223,6 +228,7 @@ def test_an_invalid_score_file_is_refused_with_its_line(platform: TestClient) ->
     assert "score.yaml:5" in response.text and "image" in response.text
 
 
+@sqlite_only
 def test_promotion_needs_the_release_live_before_and_production_an_approval(
     platform: TestClient,
 ) -> None:
@@ -258,6 +264,7 @@ def test_promotion_needs_the_release_live_before_and_production_an_approval(
     assert through_router(platform, "production").startswith("v1 warning")
 
 
+@sqlite_only
 def test_rollback_redeploys_the_release_before(platform: TestClient) -> None:
     first, second = release(platform, "v1"), release(platform, "v2")
     finished(platform, deploy(platform, "development", first["id"]))
@@ -273,6 +280,7 @@ def test_rollback_redeploys_the_release_before(platform: TestClient) -> None:
     assert through_router(platform, "development").startswith("v1 ")
 
 
+@sqlite_only
 def test_logs_of_what_serves(platform: TestClient, tmp_path: Path) -> None:
     first = release(platform, "v1")
     finished(platform, deploy(platform, "development", first["id"]))
@@ -280,3 +288,182 @@ def test_logs_of_what_serves(platform: TestClient, tmp_path: Path) -> None:
         "/api/v1/environments/development/components/cart-service/logs", params={"tail": 10}
     ).json()
     assert any("serving v1" in line for line in logs["lines"])
+
+
+@sqlite_only
+def test_a_release_bound_to_a_port_in_use_fails_with_its_error(platform: TestClient) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        score = SCORE.format(behaviour="").replace(
+            'command: ["python", "app.py"]', f'command: ["python", "app.py"]\n    args: ["{port}"]'
+        )
+        fixed = release(platform, "v1", score=score)
+        failed = finished(platform, deploy(platform, "development", fixed["id"]))
+    finally:
+        taken.close()
+    assert failed["status"] == "failed", failed
+    assert "Address already in use" in "\n".join(failed["logTail"])
+    assert platform.get("/api/v1/instances").json()["items"] == []
+
+
+@sqlite_only
+def test_environments_made_at_run_time_and_removed_with_what_runs_in_them(
+    platform: TestClient,
+) -> None:
+    made = platform.post(
+        "/api/v1/environments",
+        json={
+            "name": "load-test",
+            "type": "staging",
+            "owner": "group:platform-team",
+            "variables": {"LOG_LEVEL": "error"},
+        },
+    )
+    assert made.status_code == 201, made.text
+    again = platform.post(
+        "/api/v1/environments", json={"name": "load-test", "owner": "group:platform-team"}
+    )
+    assert again.status_code == 409
+    for bad in ("Load_Test", "a" * 64, "../etc", "-x"):
+        refused = platform.post(
+            "/api/v1/environments", json={"name": bad, "owner": "group:platform-team"}
+        )
+        assert refused.status_code in (400, 422), (bad, refused.text)
+    first = release(platform, "v1")
+    assert finished(platform, deploy(platform, "load-test", first["id"]))["status"] == "live"
+    assert through_router(platform, "load-test") == "v1 error hello from cart-service"
+    declared = platform.delete("/api/v1/environments/production")
+    assert declared.status_code == 409 and "catalog" in declared.text
+    removed = platform.delete("/api/v1/environments/load-test")
+    assert removed.json()["removed"] == [COMPONENT]
+    assert platform.get("/api/v1/instances").json()["items"] == []
+    assert platform.get("/api/v1/environments/load-test").status_code == 404
+    gone = platform.get("/", headers={"host": "cart-service.load-test.localhost"})
+    assert gone.status_code == 404
+
+
+@sqlite_only
+def test_an_expired_preview_is_removed(platform: TestClient) -> None:
+    from datetime import timedelta
+
+    from pavedroad.core.timeutil import utcnow
+
+    service = platform.app.state.deployments  # type: ignore[attr-defined]
+    automation = platform.app.state.automation  # type: ignore[attr-defined]
+    base = service.environments.preview_base()
+    assert base is not None and base.name == "development"
+    preview = automation.ensure_preview(base, "feature/old")
+    assert preview.name == "preview-feature-old-" + preview.name.rsplit("-", 1)[1]
+    first = release(platform, "v1")
+    assert finished(platform, deploy(platform, preview.name, first["id"]))["status"] == "live"
+    service.environments.extend(preview.name, utcnow() - timedelta(seconds=1))  # never shortens
+    assert service.environments.get(preview.name).expires_at > utcnow()
+    with service.db.session() as session:
+        from pavedroad.environments.models import EnvironmentRow
+
+        session.get(EnvironmentRow, preview.name).expires_at = utcnow() - timedelta(seconds=1)
+    assert automation.remove_expired() == 1
+    assert platform.get(f"/api/v1/environments/{preview.name}").status_code == 404
+    assert platform.get("/api/v1/instances").json()["items"] == []
+
+
+@sqlite_only
+def test_bad_requests_say_what_is_wrong(platform: TestClient) -> None:
+    unknown_env = platform.post(
+        "/api/v1/deployments",
+        json={"component": COMPONENT, "environment": "nowhere", "release": "x" * 10},
+    )
+    assert unknown_env.status_code == 404 and "nowhere" in unknown_env.text
+    unknown_release = platform.post(
+        "/api/v1/deployments",
+        json={"component": COMPONENT, "environment": "development", "release": "nope"},
+    )
+    assert unknown_release.status_code == 404
+    escaping = platform.post(
+        "/api/v1/deployments",
+        json={"component": "../../etc", "environment": "development", "release": "x"},
+    )
+    assert escaping.status_code in (400, 404, 422)
+    not_gzip = platform.post(
+        "/api/v1/releases",
+        params={"component": COMPONENT},
+        content=b"plain text",
+        headers={"content-type": "application/gzip"},
+    )
+    assert not_gzip.status_code == 400 and "not a .tar.gz" in not_gzip.text
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        data = b"owned"
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    hostile = platform.post(
+        "/api/v1/releases",
+        params={"component": COMPONENT},
+        content=buffer.getvalue(),
+        headers={"content-type": "application/gzip"},
+    )
+    assert hostile.status_code == 400, hostile.text
+    assert platform.get("/api/v1/releases").json()["items"] == []
+
+
+@sqlite_only
+def test_a_pipeline_deploys_what_it_built(platform: TestClient, tmp_path: Path) -> None:
+    """The ``deploy`` step: the release this run built goes live, the step follows it
+    and fails when the deployment does."""
+    import subprocess
+
+    from test_pipeline_executor import log_text, run_job
+
+    app = platform.app
+    git = app.state.git  # type: ignore[attr-defined]
+    repo = git.create("checkout-team", "cart", "user:default/bob")
+    bare = git.path(git.repo("checkout-team", "cart"))
+    work = tmp_path / "cart"
+    work.mkdir()
+
+    def commit(version: str, behaviour: str = "") -> str:
+        (work / "app.py").write_text(SERVICE.format(version=version))
+        (work / "requirements.txt").write_text("")
+        (work / "score.yaml").write_text(SCORE.format(behaviour=behaviour))
+        for args in (
+            ["init", "-q", "--initial-branch=main"],
+            ["add", "-A"],
+            ["-c", "user.name=B", "-c", "user.email=b@x", "commit", "-qm", version],
+            ["push", "-q", str(bare), "main"],
+        ):
+            subprocess.run(["git", *args], cwd=work, check=True, capture_output=True)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True)
+        return head.stdout.decode().strip()
+
+    steps = [
+        {"uses": "checkout"},
+        {"id": "release", "uses": "release/build"},
+        {"id": "deploy", "uses": "deploy", "with": {"environment": "development"}},
+    ]
+    repository = f"{repo['owner']}/{repo['name']}"
+    settings, db = app.state.settings, app.state.db  # type: ignore[attr-defined]
+    job, result = run_job(
+        settings, db, steps, repository=repository, commit=commit("v1"), entity_ref=COMPONENT
+    )
+    assert result.status == "succeeded", log_text(db, job)
+    assert "Live in development: http://cart-service.development.localhost" in log_text(db, job, 2)
+    assert through_router(platform, "development").startswith("v1 ")
+
+    job, result = run_job(
+        settings,
+        db,
+        steps,
+        repository=repository,
+        commit=commit("v2", behaviour="exit"),
+        entity_ref=COMPONENT,
+    )
+    assert result.status == "failed"
+    text = log_text(db, job, 2)
+    assert "exited with code 3" in text and "| cannot start: no database" in text
+    assert through_router(platform, "development").startswith("v1 ")

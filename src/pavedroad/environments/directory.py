@@ -30,7 +30,7 @@ from pavedroad.catalog.queries import EntityQuery, parse_filters
 from pavedroad.catalog.service import CatalogService
 from pavedroad.core.db import Database
 from pavedroad.core.errors import ConflictError, InputError, NotFoundError
-from pavedroad.core.timeutil import isoformat, utcnow
+from pavedroad.core.timeutil import as_utc, isoformat, utcnow
 from pavedroad.environments.models import EnvironmentRow
 
 TYPES = ("development", "staging", "production", "preview")
@@ -278,7 +278,7 @@ class EnvironmentDirectory:
     def extend(self, name: str, expires_at: datetime) -> None:
         with self.db.session() as session:
             row = session.get(EnvironmentRow, name, with_for_update=True)
-            if row is not None and (row.expires_at is None or row.expires_at < expires_at):
+            if row is not None and (row.expires_at is None or as_utc(row.expires_at) < expires_at):
                 row.expires_at = expires_at
 
     def forget(self, name: str) -> None:
@@ -323,8 +323,6 @@ class EnvironmentDirectory:
 
 
 def _from_row(row: EnvironmentRow) -> Environment:
-    from pavedroad.core.timeutil import as_utc
-
     return from_spec(
         row.name,
         row.spec,

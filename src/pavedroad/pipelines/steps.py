@@ -302,17 +302,17 @@ def checkout(ctx: StepContext) -> dict[str, Any]:
     from pavedroad.git.mirrors import MirrorError, Mirrors, is_mirrored, pinned_ref
 
     commit = ctx.facts.commit
+    mirrored = is_mirrored(ctx.facts.repository)
+    bare = None if mirrored else _hosted_repository(ctx)
+    if not _COMMIT.fullmatch(commit):
+        raise StepFailed(f"the run's commit {commit[:80]!r} is not a full commit hash")
     refs = list(FETCHED_REFS)
-    if is_mirrored(ctx.facts.repository):
+    if mirrored:
         try:
             bare = Mirrors(ctx.settings).ensure(ctx.facts.repository, commit)
         except MirrorError as error:
             raise StepFailed(error.detail) from None
         refs.append(f"+{pinned_ref(commit)}:refs/pavedroad/commit")  # kept for this run
-    else:
-        bare = _hosted_repository(ctx)
-    if not _COMMIT.fullmatch(commit):
-        raise StepFailed(f"the run's commit {commit[:80]!r} is not a full commit hash")
     target = ctx.path(ctx.inputs.get("path", "."))
     target.mkdir(parents=True, exist_ok=True)
     env = _git_env(ctx)
