@@ -53,10 +53,23 @@ def _actor_name(request: Request) -> str:
     return getattr(request.state, "actor_name", None) or "anonymous"
 
 
+def require_on_runs(request: Request, repository: str, entity_ref: str | None = None) -> None:
+    """Refuse unless the caller may start, cancel and re-run ``repository``'s runs: an
+    owner of the hosted repository, or, for a mirrored one (GitHub, GitLab), an owner of
+    its component; a mirrored repository without a component is the admins' alone."""
+    from pavedroad.git.mirrors import is_mirrored
+
+    if not is_mirrored(repository):
+        owner, _, name = repository.partition("/")
+        require(request, "pipeline.run.start", request.app.state.git.repo(owner, name).owner_ref)
+    elif entity_ref:
+        require(request, "pipeline.run.start", entity_ref)
+    else:
+        require(request, "audit.read")  # an admin's permission: nobody else owns these runs
+
+
 def _require_on_repository(request: Request, repository: str) -> None:
-    owner, _, name = repository.partition("/")
-    repo = request.app.state.git.repo(owner, name)
-    require(request, "pipeline.run.start", repo.owner_ref)
+    require_on_runs(request, repository)
 
 
 @router.post("/validate", summary="Check a pipeline file; every problem with its line")
@@ -113,7 +126,7 @@ def get_run(service: Pipelines, run_id: str) -> dict[str, Any]:
 def cancel_run(request: Request, service: Pipelines, run_id: str) -> dict[str, Any]:
     run = service.run(run_id)
     request.state.audit_target = f"{run.repository}#{run.number}"
-    _require_on_repository(request, run.repository)
+    require_on_runs(request, run.repository, run.entity_ref)
     return service.describe(service.cancel(run_id), with_jobs=True)
 
 
@@ -123,7 +136,7 @@ def cancel_run(request: Request, service: Pipelines, run_id: str) -> dict[str, A
 def rerun(request: Request, service: Pipelines, run_id: str) -> dict[str, Any]:
     run = service.run(run_id)
     request.state.audit_target = f"{run.repository}#{run.number}"
-    _require_on_repository(request, run.repository)
+    require_on_runs(request, run.repository, run.entity_ref)
     return service.describe(service.rerun(run_id, _actor_name(request)), with_jobs=True)
 
 

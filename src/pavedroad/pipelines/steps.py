@@ -751,9 +751,9 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
     promotesFrom, and approvals (the step waits for them)."""
     import time
 
+    from pavedroad.core.errors import ProblemError
     from pavedroad.environments.factory import deployment_service
     from pavedroad.environments.models import DEPLOYMENT_ENDED
-    from pavedroad.core.errors import ProblemError
 
     component = ctx.facts.entity_ref
     if not component:

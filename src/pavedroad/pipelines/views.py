@@ -37,8 +37,8 @@ from pavedroad.catalog.views import tab_entity
 from pavedroad.core.errors import InputError, NotFoundError, ProblemError
 from pavedroad.core.timeutil import as_utc
 from pavedroad.environments.models import ReleaseRow
-from pavedroad.identity.http import require
 from pavedroad.identity.web import form_token, keep_form_token
+from pavedroad.pipelines.api import require_on_runs
 from pavedroad.pipelines.artifacts import ArtifactStore, find_artifact, run_artifacts
 from pavedroad.pipelines.job_graph import JobGraph, layout_jobs
 from pavedroad.pipelines.library import KIND as TEMPLATE_KIND
@@ -508,15 +508,12 @@ def _releases(service: PipelineService, run_id: str, jobs: Sequence[JobRow]) -> 
         ]
 
 
-def _owner_of(request: Request, repository: str) -> str:
-    owner, _, name = repository.partition("/")
-    return str(request.app.state.git.repo(owner, name).owner_ref)
-
-
-def _refusal(request: Request, repository: str) -> str | None:
+def _refusal(request: Request, repository: str, entity_ref: str | None = None) -> str | None:
     """Why the caller may not start, cancel or re-run this repository's runs, or None."""
+    from pavedroad.pipelines.api import require_on_runs
+
     try:
-        require(request, "pipeline.run.start", _owner_of(request, repository))
+        require_on_runs(request, repository, entity_ref)
     except ProblemError as exc:
         return exc.detail
     return None
@@ -582,7 +579,7 @@ def _run_page(
         "rerun_of": _rerun_of(service, run.rerun_of),
         "inputs": row.inputs or {},
         "added_jobs": [str(j) for j in pipeline.get("added_jobs") or []],
-        "refusal": _refusal(request, run.repository),
+        "refusal": _refusal(request, run.repository, run.entity_ref),
         "refresh": REFRESH_SECONDS,
         "max_log_kib": MAX_LOG_CHARACTERS // 1024,
         "error": error,
@@ -640,7 +637,7 @@ def cancel_run(request: Request, run_id: str) -> Response:
     try:
         run = service.run(run_id)
         request.state.audit_target = f"{run.repository}#{run.number}"
-        require(request, "pipeline.run.start", _owner_of(request, run.repository))
+        require_on_runs(request, run.repository, run.entity_ref)
         service.cancel(run_id)
     except NotFoundError as exc:
         return _problem_page(request, exc)
@@ -657,7 +654,7 @@ def rerun_run(request: Request, run_id: str) -> Response:
     try:
         run = service.run(run_id)
         request.state.audit_target = f"{run.repository}#{run.number}"
-        require(request, "pipeline.run.start", _owner_of(request, run.repository))
+        require_on_runs(request, run.repository, run.entity_ref)
         new = service.rerun(run_id, actor)
     except NotFoundError as exc:
         return _problem_page(request, exc)

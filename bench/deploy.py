@@ -1,0 +1,747 @@
+"""Deployment benchmark: from ``git push`` to the new release answering at its URL, what
+the router adds to a request, and a redeploy under load, on the embedded default (``pave
+up``: SQLite, the job queue in the server's threads, the local process runtime behind the
+router).
+
+Run from the repository root:
+
+    .venv/bin/python bench/deploy.py              # 5 pushes, the full router benchmark
+    .venv/bin/python bench/deploy.py --quick      # 1 push, a short router run (about 1 min)
+    .venv/bin/python bench/deploy.py --runs 10
+
+It starts ``pave up`` in a temporary PAVEDROAD_HOME with the demo organisation and a token
+of a checkout-team member, creates ``bench-web`` from the "Python web service" template
+through the API (what the portal's Create button does) and waits for the template's own
+push to go live in ``development``: the warm-up, which also fills pip's cache. Then:
+
+1. **Push to live**: ``--runs`` times, a commit that changes the service's greeting (and
+   its test) is pushed with plain git over the server's smart HTTP, after a random pause
+   so pushes land anywhere in the reconcilers' rounds. The figure is from the start of
+   ``git push`` to the first answer with the new greeting from
+   ``http://127.0.0.1:<port>/`` with ``Host: bench-web.development.localhost`` (polled
+   every 50 ms): the standard pipeline ran (lint, test, build the release), the release
+   was deployed automatically, and the router switched to it. Where the time goes comes
+   from the platform's own records read back through the API: the push, the pipeline run
+   and its jobs, the release, the deployment and its timeline. Target: median < 10 s.
+2. **The router**: ``bench/router.py`` as a subprocess (shorter with ``--quick``), after
+   the platform above has stopped, so nothing else shares the machine: the router's
+   overhead (p50 through the router minus p50 direct) and requests/s through it.
+3. **Zero downtime**: one more push while requests arrive through the router at a steady
+   200 a second (open loop: each leaves at its time, whatever the others are doing), from
+   a second before the push to a second after the deployment ended (old instances
+   drained). It prints the requests sent, those that failed (anything but a 200 from
+   either release: must be 0), how many each release answered, and the switch: the
+   switch step of the deployment's timeline and the latency under load.
+
+At the end every service instance is stopped (instances outlive the server by design)
+and the temporary home removed (``--keep`` keeps it). It prints the machine and the exact
+command, and exits 1 when a request failed in part 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "demo" / "catalog-info.yaml"
+PAVE = Path(sys.executable).parent / "pave"
+OWNER = "checkout-team"
+NAME = "bench-web"
+MODULE = NAME.replace("-", "_")
+COMPONENT = f"component:default/{NAME}"
+ENVIRONMENT = "development"
+TARGET_SECONDS = 10.0
+LOAD_RATE = 200.0  # requests per second through the router in part 3
+POLL_SECONDS = 0.05
+TRIGGER_INTERVAL_SECONDS = 2.0  # how often the server looks for new pushes and releases
+ENDED = ("live", "replaced", "failed", "rejected", "expired", "cancelled", "removed")
+DEPLOYMENT_STEPS = ("resolve", "provision", "prepare", "start", "ready", "switch")
+
+T = TypeVar("T")
+
+
+# -- figures ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    count: int
+    median: float
+    p90: float
+    maximum: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Summary:
+        ordered = sorted(values)
+        if not ordered:
+            return cls(0, float("nan"), float("nan"), float("nan"))
+        p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+        return cls(len(ordered), statistics.median(ordered), p90, ordered[-1])
+
+    def seconds(self) -> str:
+        return f"median {self.median:.2f} s   p90 {self.p90:.2f} s   max {self.maximum:.2f} s"
+
+
+def parse_time(text: str | None) -> datetime:
+    if not text:
+        raise SystemExit("a timestamp the benchmark needs is missing")
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def seconds_between(start: datetime | str | None, end: datetime | str | None) -> float:
+    first = start if isinstance(start, datetime) else parse_time(start)
+    last = end if isinstance(end, datetime) else parse_time(end)
+    return (last - first).total_seconds()
+
+
+def wait_for(what: str, found: Callable[[], T | None], timeout: float) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = found()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(POLL_SECONDS)
+
+
+def note(text: str) -> None:
+    """Progress, on stderr: the figures alone go to stdout."""
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the platform -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare(home: Path) -> str:
+    """The demo organisation and bob's token (bob is a checkout-team member), made
+    before the server starts."""
+    from pavedroad.app import create_app
+    from pavedroad.identity.policy import Role
+    from pavedroad.settings import Settings
+
+    app = create_app(Settings(home=home, database_url=f"sqlite:///{home / 'pavedroad.db'}"))
+    try:
+        app.state.catalog.register_location("file", str(DEMO))
+        app.state.identity.create_account("bob", Role.member)
+        return str(app.state.identity.create_token("bob", "bench", ["read", "write"])[1])
+    finally:
+        app.state.db.dispose()
+
+
+class Platform:
+    """``pave up`` in a temporary PAVEDROAD_HOME on a free port, logging to a file."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        empty = home / "empty.yaml"
+        empty.write_text("")
+        os.environ |= {"PAVEDROAD_HOME": str(home), "PAVEDROAD_CONFIG": str(empty)}
+        self.token = prepare(home)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PAVEDROAD_")} | {
+            "PAVEDROAD_HOME": str(home),
+            "PAVEDROAD_CONFIG": str(empty),
+            "PAVEDROAD_BASE_URL": self.url,
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def log(self) -> str:
+        return (self.home / "server.log").read_text(errors="replace")
+
+    def start(self) -> httpx.Client:
+        """``pave up``; a client with bob's token once it answers."""
+        with (self.home / "server.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(PAVE), "up", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env,
+                cwd=self.home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        process = self.process
+
+        def healthy() -> bool | None:
+            if process.poll() is not None:
+                raise SystemExit(f"pave up did not start:\n{self.log()}")
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200 or None
+            except httpx.HTTPError:
+                return None
+
+        wait_for("pave up to answer", healthy, timeout=60)
+        headers = {"authorization": f"Bearer {self.token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def stop(self) -> None:
+        """The server, then every service instance it started (they outlive it)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        from pavedroad.runtimes.local.supervisor import LocalRuntime
+        from pavedroad.settings import RuntimeSettings
+
+        runtime = LocalRuntime(self.home / "runtime", RuntimeSettings())
+        for state in runtime.instances():
+            runtime.remove(state.id, 2)
+
+    def remote(self) -> str:
+        return f"http://x:{self.token}@127.0.0.1:{self.port}/git/{OWNER}/{NAME}.git"
+
+
+def create_service(client: httpx.Client) -> None:
+    """``bench-web`` from the "Python web service" template, as the portal's form does."""
+    response = client.post(
+        "/api/v1/scaffolder/tasks",
+        json={
+            "templateRef": "template:default/python-web-service",
+            "values": {
+                "name": NAME,
+                "description": "The deployment benchmark's service",
+                "owner": f"group:default/{OWNER}",
+                "repoUrl": f"pavedroad?owner={OWNER}&repo={NAME}",
+            },
+        },
+    )
+    if response.status_code != 201:
+        raise SystemExit(f"could not create {NAME}: {response.text}")
+    task_id = response.json()["id"]
+
+    def ended() -> dict[str, Any] | None:
+        task = client.get(f"/api/v1/scaffolder/tasks/{task_id}").json()
+        return task if task["status"] in ("completed", "failed", "cancelled") else None
+
+    task = wait_for("the template task", ended, timeout=120)
+    if task["status"] != "completed":
+        raise SystemExit(f"the template task ended {task['status']}: {task.get('error')}")
+
+
+class Checkout:
+    """A clone of the service's hosted repository, pushed to over HTTP."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.work = platform.home / "work" / NAME
+        self.work.parent.mkdir(parents=True, exist_ok=True)
+        self.git("clone", "-q", platform.remote(), str(self.work), cwd=self.work.parent)
+
+    def git(self, *args: str, cwd: Path | None = None) -> str:
+        result = subprocess.run(
+            ["git", "-c", "user.name=Bench", "-c", "user.email=bench@example.com", *args],
+            cwd=cwd or self.work,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"},
+            check=False,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"git {args[0]} failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def change_greeting(self, change: int) -> str:
+        """Commit a new greeting (and the test that checks it); returns the commit."""
+        self._rewrite(
+            f"src/{MODULE}/app.py",
+            r'f"Hello from \{SERVICE_NAME\}![^"]*"',
+            f'f"Hello from {{SERVICE_NAME}}! (change {change})"',
+        )
+        self._rewrite(
+            "tests/test_app.py", rf'"Hello from {NAME}![^"]*"', f'"{greeting_of(change)}"'
+        )
+        self.git("commit", "-qam", f"Greeting, change {change}")
+        return self.git("rev-parse", "HEAD")
+
+    def _rewrite(self, path: str, pattern: str, replacement: str) -> None:
+        file = self.work / path
+        text, count = re.subn(pattern, lambda _: replacement, file.read_text())
+        if count != 1:
+            raise SystemExit(f"{path}: the template's greeting is not where the benchmark looks")
+        file.write_text(text)
+
+    def push(self) -> None:
+        self.git("push", "-q", "origin", "HEAD:refs/heads/main")
+
+
+def greeting_of(change: int) -> str:
+    return f"Hello from {NAME}! (change {change})"
+
+
+class Service:
+    """Reads of the service through the router and of its records through the API."""
+
+    def __init__(self, platform: Platform, client: httpx.Client) -> None:
+        self.client = client
+        self.router = httpx.Client(
+            base_url=platform.url,
+            headers={"host": f"{NAME}.{ENVIRONMENT}.localhost:{platform.port}"},
+            timeout=10,
+        )
+
+    def greeting(self) -> str | None:
+        """The message ``/`` answers through the router (None: no 200 answer)."""
+        try:
+            response = self.router.get("/")
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        return str(response.json().get("message"))
+
+    def api(self, path: str, **params: Any) -> Any:
+        response = self.client.get(path, params=params)
+        response.raise_for_status()
+        return response.json()
+
+    def run_of(self, commit: str) -> dict[str, Any]:
+        """The pipeline run of ``commit``, once it ended, with its jobs."""
+
+        def found() -> dict[str, Any] | None:
+            items = self.api("/api/v1/pipelines/runs", repository=f"{OWNER}/{NAME}", limit=10)
+            return next((r for r in items["items"] if r["commit"] == commit), None)
+
+        run_id = wait_for(f"the run of {commit[:12]}", found, timeout=60)["id"]
+
+        def ended() -> dict[str, Any] | None:
+            run = self.api(f"/api/v1/pipelines/runs/{run_id}")
+            return run if run["status"] in ("succeeded", "failed", "cancelled") else None
+
+        run = wait_for(f"the run of {commit[:12]} to end", ended, timeout=300)
+        if run["status"] != "succeeded":
+            errors = [(job["key"], job["status"], job["error"]) for job in run["jobs"]]
+            raise SystemExit(f"the run of {commit[:12]} {run['status']}: {errors}")
+        return dict(run)
+
+    def release_of(self, commit: str) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            items = self.api("/api/v1/releases", component=COMPONENT, branch="main")["items"]
+            return next((r for r in items if r["commit"] == commit), None)
+
+        return wait_for(f"the release of {commit[:12]}", found, timeout=60)
+
+    def deployment_of(self, release_id: str) -> dict[str, Any]:
+        """The deployment of the release to development, once it ended, with its timeline."""
+
+        def ended() -> dict[str, Any] | None:
+            items = self.api("/api/v1/deployments", component=COMPONENT, environment=ENVIRONMENT)
+            row = next((d for d in items["items"] if d["release"] == release_id), None)
+            return row if row is not None and row["status"] in ENDED else None
+
+        row = wait_for(f"the deployment of {release_id}", ended, timeout=300)
+        deployment = self.api(f"/api/v1/deployments/{row['id']}")
+        if deployment["status"] != "live":
+            raise SystemExit(
+                f"deployment {deployment['number']} ended {deployment['status']}: "
+                f"{deployment['reason']}\n" + "\n".join(deployment.get("logTail") or [])
+            )
+        return dict(deployment)
+
+
+# -- 1. push to live ------------------------------------------------------------------------
+
+
+@dataclass
+class PushToLive:
+    seconds: float
+    phases: dict[str, float]
+    jobs: dict[str, float]
+    job_steps: dict[str, dict[str, float]]
+    drain: float
+
+
+def step_durations(timeline: list[dict[str, Any]]) -> dict[str, float]:
+    """Each step of a deployment's timeline: from started to succeeded."""
+    began: dict[str, str] = {}
+    durations: dict[str, float] = {}
+    for event in timeline:
+        if event["status"] == "started":
+            began[event["step"]] = event["at"]
+        elif event["status"] == "succeeded" and event["step"] in began:
+            durations[event["step"]] = seconds_between(began[event["step"]], event["at"])
+    return durations
+
+
+def step_end(timeline: list[dict[str, Any]], step: str) -> datetime:
+    return parse_time(
+        next(e["at"] for e in timeline if e["step"] == step and e["status"] == "succeeded")
+    )
+
+
+def push_to_live(service: Service, checkout: Checkout, change: int) -> PushToLive:
+    """One push of a new greeting, timed to its first answer through the router, and
+    where the time went."""
+    commit = checkout.change_greeting(change)
+    wanted = greeting_of(change)
+    began = time.perf_counter()
+    checkout.push()
+    pushed = time.perf_counter()
+    pushed_at = datetime.now(UTC)
+    while service.greeting() != wanted:
+        if time.perf_counter() - began > 300:
+            raise SystemExit(f"change {change} did not answer within 300 s")
+        time.sleep(POLL_SECONDS)
+    answered = time.perf_counter()
+    answered_at = datetime.now(UTC)
+
+    run = service.run_of(commit)
+    release = service.release_of(commit)
+    deployment = service.deployment_of(release["id"])
+    timeline = deployment["timeline"]
+    steps = step_durations(timeline)
+    phases = {
+        "git push itself": pushed - began,
+        "push → pipeline run planned": seconds_between(pushed_at, run["createdAt"]),
+        "pipeline run (lint, test, build)": seconds_between(run["createdAt"], run["finishedAt"]),
+        "run ended → deployment requested": seconds_between(
+            run["finishedAt"], deployment["createdAt"]
+        ),
+        "deployment queued → running": seconds_between(
+            deployment["createdAt"], deployment["startedAt"]
+        ),
+    }
+    for step in DEPLOYMENT_STEPS:
+        phases[f"deployment step {step}"] = steps.get(step, float("nan"))
+    phases["switched → answer seen"] = seconds_between(step_end(timeline, "switch"), answered_at)
+    jobs: dict[str, float] = {}
+    job_steps: dict[str, dict[str, float]] = {}
+    for job in run["jobs"]:
+        jobs[job["key"]] = seconds_between(job["startedAt"], job["finishedAt"])
+        job_steps[job["key"]] = {
+            (s["name"] or s["id"] or f"step {s['index']}"): seconds_between(
+                s["startedAt"], s["finishedAt"]
+            )
+            for s in job["steps"]
+            if s["startedAt"] and s["finishedAt"]
+        }
+    jobs["release created (in build) → deployment requested"] = seconds_between(
+        release["createdAt"], deployment["createdAt"]
+    )
+    return PushToLive(answered - began, phases, jobs, job_steps, steps.get("drain", float("nan")))
+
+
+# -- 2. the router --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouterFigures:
+    overhead_ms: float
+    direct_p50_ms: float
+    routed_p50_ms: float
+    routed_rate: float
+    direct_rate: float
+    command: str
+
+
+def router_figures(quick: bool) -> RouterFigures:
+    """``bench/router.py`` in a process of its own; its figures read from its output."""
+    options = ["--seconds", "1", "--count", "1000"] if quick else []
+    command = [sys.executable, str(ROOT / "bench" / "router.py"), *options]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+    out = result.stdout
+
+    def figure(pattern: str) -> float:
+        found = re.search(pattern, out)
+        if result.returncode != 0 or found is None:
+            raise SystemExit(f"bench/router.py gave no {pattern!r}:\n{out}\n{result.stderr}")
+        return float(found.group(1).replace(",", ""))
+
+    latency, _, throughput = out.partition("2. throughput")
+    return RouterFigures(
+        overhead_ms=figure(r"router overhead p50: (-?[\d.]+) ms"),
+        direct_p50_ms=float(re.findall(r"direct: p50 ([\d.]+) ms", latency)[0]),
+        routed_p50_ms=float(re.findall(r"router: p50 ([\d.]+) ms", latency)[0]),
+        routed_rate=figure(r"through the router: ([\d,]+) requests/s"),
+        direct_rate=float(
+            re.findall(r"direct: ([\d,]+) requests/s", throughput)[0].replace(",", "")
+        ),
+        command=" ".join(["bench/router.py", *options]),
+    )
+
+
+# -- 3. zero downtime ------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    sent: float  # perf_counter when it left
+    seconds: float
+    outcome: str  # the greeting of a 200, else "HTTP <status>" or the error
+
+
+@dataclass
+class SteadyLoad:
+    """Requests through the router at a steady rate, each sent at its time (open loop),
+    from a thread of its own."""
+
+    url: str
+    host: str
+    rate: float
+    answers: list[Answer] = field(default_factory=list)
+    started: float = 0.0
+    stopped: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._send()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    async def _send(self) -> None:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        async with httpx.AsyncClient(
+            base_url=self.url, headers={"host": self.host}, timeout=10, limits=limits
+        ) as client:
+            pending: set[asyncio.Task[None]] = set()
+            self.started = time.perf_counter()
+            sent = 0
+            while not self._stop.is_set():
+                delay = self.started + sent / self.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(self._one(client))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                sent += 1
+            self.stopped = time.perf_counter()
+            await asyncio.gather(*pending)
+
+    async def _one(self, client: httpx.AsyncClient) -> None:
+        sent = time.perf_counter()
+        try:
+            response = await client.get("/")
+            if response.status_code == 200:
+                outcome = str(response.json().get("message"))
+            else:
+                outcome = f"HTTP {response.status_code}: {response.text[:100]}"
+        except (httpx.HTTPError, ValueError) as error:
+            outcome = repr(error)
+        self.answers.append(Answer(sent, time.perf_counter() - sent, outcome))
+
+
+@dataclass
+class Redeploy:
+    sent: int
+    seconds: float
+    during_deployment: int
+    failed: list[str]
+    old: int
+    new: int
+    switch_step: float
+    overlap: float  # the last old answer's start after the first new answer's start
+    latency_ms: Summary
+    latency_during_ms: Summary
+    deployment_seconds: float
+
+
+def redeploy_under_load(
+    platform: Platform, service: Service, checkout: Checkout, change: int
+) -> Redeploy:
+    """One more push of a new greeting while requests arrive at a steady rate."""
+    old, new = greeting_of(change - 1), greeting_of(change)
+    if service.greeting() != old:
+        raise SystemExit(f"before the redeploy, {NAME} does not answer {old!r}")
+    load = SteadyLoad(platform.url, f"{NAME}.{ENVIRONMENT}.localhost:{platform.port}", LOAD_RATE)
+    load.start()
+    try:
+        time.sleep(1.0)
+        commit = checkout.change_greeting(change)
+        checkout.push()
+        release = service.release_of(commit)
+        deployment = service.deployment_of(release["id"])
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    # The load's clock is perf_counter; the deployment's is the server's UTC clock.
+    offset = datetime.now(UTC).timestamp() - time.perf_counter()
+    started = parse_time(deployment["startedAt"]).timestamp() - offset
+    finished = parse_time(deployment["finishedAt"]).timestamp() - offset
+    answers = load.answers
+    during = [a for a in answers if started <= a.sent <= finished]
+    failed = [a.outcome for a in answers if a.outcome not in (old, new)]
+    first_new = min((a.sent for a in answers if a.outcome == new), default=float("nan"))
+    last_old = max((a.sent for a in answers if a.outcome == old), default=float("nan"))
+    return Redeploy(
+        sent=len(answers),
+        seconds=load.stopped - load.started,
+        during_deployment=len(during),
+        failed=failed,
+        old=sum(a.outcome == old for a in answers),
+        new=sum(a.outcome == new for a in answers),
+        switch_step=step_durations(deployment["timeline"]).get("switch", float("nan")),
+        overlap=last_old - first_new,
+        latency_ms=Summary.of([a.seconds * 1000 for a in answers]),
+        latency_during_ms=Summary.of([a.seconds * 1000 for a in during]),
+        deployment_seconds=seconds_between(deployment["startedAt"], deployment["finishedAt"]),
+    )
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def medians(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    return {key: statistics.median([row[key] for row in rows if key in row]) for key in keys}
+
+
+def print_push_to_live(first: float, results: list[PushToLive]) -> None:
+    total = Summary.of([r.seconds for r in results])
+    verdict = "meets" if total.median < TARGET_SECONDS else "MISSES"
+    print(f"1. Push to live in {ENVIRONMENT}: git push → the new release answers at its URL")
+    print(f'   service      {NAME}, from the "Python web service" template')
+    print(f"   first deploy {first:.2f} s from the template's form to live (warm-up, not counted)")
+    print(f"   runs         {total.count}")
+    print(f"   push to live {total.seconds()}   ({verdict} the target of < {TARGET_SECONDS:g} s)")
+    print("   where the time goes (median of each):")
+    for phase, value in medians([r.phases for r in results]).items():
+        print(f"     {phase:<40} {value:6.2f} s")
+    print("   inside the pipeline run (median of each job, start to end; lint and test at once):")
+    job_steps = [r.job_steps for r in results]
+    for job, value in medians([r.jobs for r in results]).items():
+        print(f"     {job:<40} {value:6.2f} s")
+        for step, seconds in medians([steps[job] for steps in job_steps if job in steps]).items():
+            print(f"       {step[:38]:<38} {seconds:6.2f} s")
+    drain = statistics.median([r.drain for r in results])
+    print(f"   after the switch, not counted: drain of the old instance {drain:.2f} s")
+
+
+def print_router(figures: RouterFigures) -> None:
+    print("2. The router (bench/router.py: a minimal upstream, direct and through the router)")
+    print(
+        f"   overhead p50 {figures.overhead_ms:.3f} ms   "
+        f"(one connection: p50 {figures.direct_p50_ms:.3f} ms direct, "
+        f"{figures.routed_p50_ms:.3f} ms through the router)"
+    )
+    print(
+        f"   throughput   {figures.routed_rate:,.0f} requests/s through the router   "
+        f"({figures.direct_rate:,.0f} requests/s direct)"
+    )
+    print(f"   command      {figures.command}")
+
+
+def print_redeploy(redeploy: Redeploy) -> None:
+    rate = redeploy.sent / redeploy.seconds if redeploy.seconds else float("nan")
+    print(f"3. Zero downtime: a push redeployed under {LOAD_RATE:g} requests/s through the router")
+    print(
+        f"   requests     {redeploy.sent} sent in {redeploy.seconds:.1f} s ({rate:.0f}/s), "
+        f"{redeploy.during_deployment} while the deployment ran "
+        f"({redeploy.deployment_seconds:.2f} s)"
+    )
+    print(
+        f"   failed       {len(redeploy.failed)}   "
+        f"(answered: {redeploy.old} by the old release, {redeploy.new} by the new)"
+    )
+    for outcome in sorted(set(redeploy.failed))[:5]:
+        print(f"     {redeploy.failed.count(outcome)} x {outcome}")
+    print(
+        f"   switch       {redeploy.switch_step * 1000:.0f} ms (the deployment's switch step); "
+        f"old and new answered side by side for {max(0.0, redeploy.overlap) * 1000:.0f} ms"
+    )
+    print(
+        f"   latency      {redeploy.latency_ms.median:.1f} ms median, "
+        f"{redeploy.latency_ms.p90:.1f} ms p90, {redeploy.latency_ms.maximum:.1f} ms max "
+        f"(while deploying: {redeploy.latency_during_ms.median:.1f} / "
+        f"{redeploy.latency_during_ms.p90:.1f} / {redeploy.latency_during_ms.maximum:.1f} ms)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=None, help="pushes timed (default 5)")
+    parser.add_argument("--quick", action="store_true", help="1 push and a short router run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary home")
+    args = parser.parse_args()
+    runs = args.runs if args.runs is not None else (1 if args.quick else 5)
+    if runs < 1:
+        parser.error("--runs must be at least 1")
+
+    load_before = os.getloadavg()[0]
+    home = Path(tempfile.mkdtemp(prefix="pavedroad-bench-deploy-"))
+    platform_ = Platform(home)
+    pauses = random.Random(1)
+    try:
+        with platform_.start() as client:
+            service = Service(platform_, client)
+            note(f"creating {NAME} from the template and waiting for it to go live")
+            began = time.perf_counter()
+            create_service(client)
+            wait_for(
+                f"{NAME} to go live",
+                lambda: service.greeting() == f"Hello from {NAME}!" or None,
+                timeout=300,
+            )
+            first = time.perf_counter() - began
+            checkout = Checkout(platform_)
+            # the template's deployment ends (drains) before the first timed push
+            service.deployment_of(service.release_of(checkout.git("rev-parse", "HEAD"))["id"])
+            results = []
+            for change in range(1, runs + 1):
+                time.sleep(pauses.uniform(0, TRIGGER_INTERVAL_SECONDS))
+                results.append(push_to_live(service, checkout, change))
+                note(f"push {change}/{runs}: live in {results[-1].seconds:.2f} s")
+            note(f"redeploying under {LOAD_RATE:g} requests/s")
+            redeploy = redeploy_under_load(platform_, service, checkout, runs + 1)
+    finally:
+        platform_.stop()
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
+        else:
+            note(f"kept {home}")
+    note("running bench/router.py")
+    router = router_figures(args.quick)
+
+    print_push_to_live(first, results)
+    print()
+    print_router(router)
+    print()
+    print_redeploy(redeploy)
+    print()
+    print(
+        f"machine  {platform.platform()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
+    print(f"command  {' '.join([Path(sys.executable).name, *sys.argv])}")
+    if redeploy.failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
