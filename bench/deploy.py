@@ -27,8 +27,8 @@ push to go live in ``development``: the warm-up, which also fills pip's cache. T
    the platform above has stopped, so nothing else shares the machine: the router's
    overhead (p50 through the router minus p50 direct) and requests/s through it.
 3. **Zero downtime**: one more push while requests arrive through the router at a steady
-   200 a second (open loop: each leaves at its time, whatever the others are doing), from
-   a second before the push to a second after the deployment ended (old instances
+   200 a second (four keep-alive connections, each sending on its own schedule), from a
+   second before the push to a second after the deployment ended (old instances
    drained). It prints the requests sent, those that failed (anything but a 200 from
    either release: must be 0), how many each release answered, and the switch: the
    switch step of the deployment's timeline and the latency under load.
@@ -41,7 +41,6 @@ command, and exits 1 when a request failed in part 3.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import random
@@ -55,7 +54,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -501,59 +500,52 @@ class Answer:
     outcome: str  # the greeting of a 200, else "HTTP <status>" or the error
 
 
-@dataclass
 class SteadyLoad:
-    """Requests through the router at a steady rate, each sent at its time (open loop),
-    from a thread of its own."""
+    """Requests through the router at a steady rate: ``connections`` threads, each with a
+    keep-alive connection and its own schedule, sending its next request when it is due
+    (at once when the previous answer came late, so the rate holds while answers are
+    slow, with at most one request in flight per connection)."""
 
-    url: str
-    host: str
-    rate: float
-    answers: list[Answer] = field(default_factory=list)
-    started: float = 0.0
-    stopped: float = 0.0
-
-    def __post_init__(self) -> None:
+    def __init__(self, url: str, host: str, rate: float, connections: int = 4) -> None:
+        self.url = url
+        self.host = host
+        self.rate = rate
+        self.answers: list[Answer] = []
+        self.started = 0.0
+        self.stopped = 0.0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._send()), daemon=True)
+        self._threads = [
+            threading.Thread(target=self._send, args=(index, connections), daemon=True)
+            for index in range(connections)
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        self.started = time.perf_counter()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(60)
+        self.stopped = time.perf_counter()
+        for thread in self._threads:
+            thread.join(60)
 
-    async def _send(self) -> None:
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        async with httpx.AsyncClient(
-            base_url=self.url, headers={"host": self.host}, timeout=10, limits=limits
-        ) as client:
-            pending: set[asyncio.Task[None]] = set()
-            self.started = time.perf_counter()
-            sent = 0
-            while not self._stop.is_set():
-                delay = self.started + sent / self.rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                task = asyncio.create_task(self._one(client))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                sent += 1
-            self.stopped = time.perf_counter()
-            await asyncio.gather(*pending)
-
-    async def _one(self, client: httpx.AsyncClient) -> None:
-        sent = time.perf_counter()
-        try:
-            response = await client.get("/")
-            if response.status_code == 200:
-                outcome = str(response.json().get("message"))
-            else:
-                outcome = f"HTTP {response.status_code}: {response.text[:100]}"
-        except (httpx.HTTPError, ValueError) as error:
-            outcome = repr(error)
-        self.answers.append(Answer(sent, time.perf_counter() - sent, outcome))
+    def _send(self, index: int, connections: int) -> None:
+        interval = connections / self.rate
+        due = self.started + index / self.rate
+        with httpx.Client(base_url=self.url, headers={"host": self.host}, timeout=30) as client:
+            while not self._stop.wait(max(0.0, due - time.perf_counter())):
+                sent = time.perf_counter()
+                try:
+                    response = client.get("/")
+                    if response.status_code == 200:
+                        outcome = str(response.json().get("message"))
+                    else:
+                        outcome = f"HTTP {response.status_code}: {response.text[:100]}"
+                except (httpx.HTTPError, ValueError) as error:
+                    outcome = repr(error)
+                self.answers.append(Answer(sent, time.perf_counter() - sent, outcome))
+                due += interval
 
 
 @dataclass

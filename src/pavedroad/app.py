@@ -28,10 +28,11 @@ from pavedroad.environments import api as environments_api
 from pavedroad.environments.automation import EnvironmentAutomation
 from pavedroad.environments.deployments import DeploymentService
 from pavedroad.environments.factory import deployment_queue, deployment_service
+from pavedroad.environments.releases import RELEASE_CREATED
 from pavedroad.git import api as git_api
 from pavedroad.git import http as git_http
 from pavedroad.git import webhooks as git_webhooks
-from pavedroad.git.service import GitService
+from pavedroad.git.service import GIT_PUSHED, GitService
 from pavedroad.identity import api as identity_api
 from pavedroad.identity import device as identity_device
 from pavedroad.identity import oidc
@@ -168,10 +169,20 @@ class Services:
             Reconciler("secret-rotation", self.secrets.rotate_due, interval_seconds=30.0),
             Reconciler("git-push-spool", self.git.import_spool, interval_seconds=2.0),
             Reconciler("scaffolder-recovery", self.scaffolder.recover, interval_seconds=10.0),
-            Reconciler("pipeline-triggers", self.pipelines.start_pushed, interval_seconds=2.0),
+            Reconciler(
+                "pipeline-triggers",
+                self.pipelines.start_pushed,
+                interval_seconds=2.0,
+                wake_on=(GIT_PUSHED,),
+            ),
             Reconciler("pipeline-recovery", self.pipelines.recover, interval_seconds=10.0),
             Reconciler("pipeline-schedules", self.pipelines.fire_schedules, interval_seconds=20.0),
-            Reconciler("environment-automation", self.automation.react, interval_seconds=2.0),
+            Reconciler(
+                "environment-automation",
+                self.automation.react,
+                interval_seconds=2.0,
+                wake_on=(GIT_PUSHED, RELEASE_CREATED),
+            ),
             Reconciler("deployment-recovery", self.deployments.recover, interval_seconds=5.0),
         ]
 

@@ -11,6 +11,7 @@ from pavedroad.core import hookspecs
 ENTRY_POINT_GROUP = "pavedroad.plugins"
 
 BUILTIN_PLUGINS = (
+    "pavedroad.core.background",
     "pavedroad.catalog.builtin",
     "pavedroad.secrets.builtin",
     "pavedroad.git.builtin",

@@ -405,7 +405,9 @@ def get_release(service: Deployments, release_id: str) -> dict[str, Any]:
     name="release.create",
     summary="Make a release from an uploaded .tar.gz of a service's files (pave release create)",
 )
-async def create_release(request: Request, service: Deployments, component: str) -> Any:
+async def create_release(
+    request: Request, response: Response, service: Deployments, component: str
+) -> Any:
     ref = _component(component)
     require(request, "release.create", ref)
     limit = request.app.state.settings.pipelines.artifact_max_bytes
@@ -426,6 +428,7 @@ async def create_release(request: Request, service: Deployments, component: str)
         )
     data = release.as_dict()
     data["created"] = created
+    response.status_code = 201 if created else 200  # the same files were released before
     return data
 
 

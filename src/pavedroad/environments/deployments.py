@@ -147,9 +147,10 @@ class DeploymentService:
         live = self.live(component, env.name)
         if live is not None and live.release_id == release.id and kind != "rollback":
             return Requested(self.get(live.deployment_id), created=False)
-        if kind in ("deploy", "promote") and env.promotes_from:
+        if kind in ("deploy", "promote", "auto") and env.promotes_from:
             self._check_promotable(release, env)
-        approval = env.approval if kind in ("deploy", "promote") else None
+        # a rollback goes back to what was live here (and approved then, if it had to be)
+        approval = env.approval if kind in ("deploy", "promote", "auto") else None
         needs_approval = approval is not None
         now = utcnow()
         key = f"{component}|{env.name}|{release.id}"
@@ -246,6 +247,11 @@ class DeploymentService:
         if to:
             release = self.find_release(to, component)
             earlier = next((d for d in history if d.release_id == release.id), None)
+            if earlier is None:
+                raise DeploymentRefused(
+                    f"release {release.id} was never live in {env.name}, so it is no rollback: "
+                    "deploy or promote it instead (its environment's rules apply then)"
+                )
         else:
             earlier = next(
                 (d for d in history if live is None or d.release_id != live.release_id), None

@@ -52,7 +52,7 @@ class LocalWorkloadRuntime:
 
     def route_info(self, name: str, environment: str) -> RouteInfo:
         label = dns_label(name)
-        host = f"{label}.{environment}.localhost"
+        host = f"{label}.{environment}.{self.settings.router.domain}"
         port = self.settings.port
         base = (self.settings.base_url or f"http://127.0.0.1:{port}").rstrip("/")
         return RouteInfo(
@@ -77,7 +77,10 @@ class LocalWorkloadRuntime:
         environment = plan.environment.name
 
         def route_of(workload: str, port: str | None = None) -> WorkloadRoute:
-            info = self.route_info(workload, environment)
+            # the router serves a workload under its component's name; another workload
+            # of the environment is found under its own name (name them alike)
+            name = plan.name if workload == plan.workload.name else workload
+            info = self.route_info(name, environment)
             return WorkloadRoute(info.host, info.port, info.url, info.path_url)
 
         context = ResourceContext(

@@ -764,10 +764,10 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
     service = deployment_service(ctx.db, ctx.settings)
     wanted = str(ctx.inputs.get("release") or "")
     if not wanted:
-        built = [
-            r
-            for r in service.releases.list(component=component, limit=50)
-            if r.run_id == ctx.facts.run_id
+        recent = service.releases.list(component=component, limit=50)
+        # this run's release, or (a re-run) the one release/build found for this commit
+        built = [r for r in recent if r.run_id == ctx.facts.run_id] or [
+            r for r in recent if r.commit == ctx.facts.commit
         ]
         if not built:
             raise StepFailed(
