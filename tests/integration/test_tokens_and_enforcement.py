@@ -222,3 +222,6 @@ def test_anonymous_catalog_reads_when_enabled(make_app, make_settings):
     assert client.get(f"{BS}/entities/by-name/component/default/orders-service").status_code == 200
     _backstage_error(client.post(f"{BS}/refresh", json={"entityRef": ORDERS}), 401, "sign in")
     _problem(client.get("/api/v1/audit"), 401)
+    badge = client.get("/pipelines/badge/checkout-team/orders.svg")  # for READMEs elsewhere
+    assert badge.status_code in (200, 404) and badge.status_code != 401
+    _problem(client.get("/api/v1/pipelines/runs"), 401)  # the runs themselves are not

@@ -51,7 +51,7 @@ OPEN_PATHS = frozenset(
 # (GitHub's default content type) included.
 WEBHOOK_PREFIX = "/api/v1/git/webhooks/"
 OPEN_PREFIXES = ("/static/", "/sign-in/", "/git/", WEBHOOK_PREFIX)
-ANONYMOUS_READ_PREFIXES = ("/api/catalog/", "/api/v1/catalog/", "/catalog")
+ANONYMOUS_READ_PREFIXES = ("/api/catalog/", "/api/v1/catalog/", "/catalog", "/pipelines/badge/")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 CSRF_HEADER = "x-csrf-token"
