@@ -72,7 +72,7 @@ ENVIRONMENT = "development"
 TARGET_SECONDS = 10.0
 LOAD_RATE = 200.0  # requests per second through the router in part 3
 POLL_SECONDS = 0.05
-TRIGGER_INTERVAL_SECONDS = 2.0  # how often the server looks for new pushes and releases
+TRIGGER_INTERVAL_SECONDS = 2.0  # the reconcilers' round, when no event wakes them sooner
 ENDED = ("live", "replaced", "failed", "rejected", "expired", "cancelled", "removed")
 DEPLOYMENT_STEPS = ("resolve", "provision", "prepare", "start", "ready", "switch")
 
@@ -318,6 +318,34 @@ class Service:
             return None
         return str(response.json().get("message"))
 
+    def wait_for_greeting(self, wanted: str, timeout: float) -> None:
+        """Poll the router until the service answers ``wanted``."""
+        deadline = time.monotonic() + timeout
+        while self.greeting() != wanted:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"{NAME} did not answer {wanted!r} within {timeout:g} s; "
+                    f"the platform says:\n{self.situation()}"
+                )
+            time.sleep(POLL_SECONDS)
+
+    def situation(self) -> str:
+        """The service's newest pipeline runs and deployments, for a timeout's message."""
+        lines = []
+        try:
+            runs = self.api("/api/v1/pipelines/runs", repository=f"{OWNER}/{NAME}", limit=3)
+            for run in runs["items"]:
+                lines.append(f"  run {run['number']} of {run['commit'][:12]}: {run['status']}")
+            deployments = self.api("/api/v1/deployments", component=COMPONENT, limit=3)
+            for row in deployments["items"]:
+                lines.append(
+                    f"  deployment {row['number']} of {row['release']} to {row['environment']}: "
+                    f"{row['status']} {row['step'] or ''} {row['reason'] or ''}"
+                )
+        except httpx.HTTPError as error:
+            lines.append(f"  (the API did not answer: {error!r})")
+        return "\n".join(lines) or "  no pipeline run and no deployment"
+
     def api(self, path: str, **params: Any) -> Any:
         response = self.client.get(path, params=params)
         response.raise_for_status()
@@ -406,10 +434,7 @@ def push_to_live(service: Service, checkout: Checkout, change: int) -> PushToLiv
     checkout.push()
     pushed = time.perf_counter()
     pushed_at = datetime.now(UTC)
-    while service.greeting() != wanted:
-        if time.perf_counter() - began > 300:
-            raise SystemExit(f"change {change} did not answer within 300 s")
-        time.sleep(POLL_SECONDS)
+    service.wait_for_greeting(wanted, timeout=300)
     answered = time.perf_counter()
     answered_at = datetime.now(UTC)
 
@@ -469,22 +494,20 @@ def router_figures(quick: bool) -> RouterFigures:
         command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
     )
     out = result.stdout
+    latency, _, throughput = out.partition("2. throughput")
 
-    def figure(pattern: str) -> float:
-        found = re.search(pattern, out)
+    def figure(pattern: str, part: str) -> float:
+        found = re.search(pattern, part)
         if result.returncode != 0 or found is None:
             raise SystemExit(f"bench/router.py gave no {pattern!r}:\n{out}\n{result.stderr}")
         return float(found.group(1).replace(",", ""))
 
-    latency, _, throughput = out.partition("2. throughput")
     return RouterFigures(
-        overhead_ms=figure(r"router overhead p50: (-?[\d.]+) ms"),
-        direct_p50_ms=float(re.findall(r"direct: p50 ([\d.]+) ms", latency)[0]),
-        routed_p50_ms=float(re.findall(r"router: p50 ([\d.]+) ms", latency)[0]),
-        routed_rate=figure(r"through the router: ([\d,]+) requests/s"),
-        direct_rate=float(
-            re.findall(r"direct: ([\d,]+) requests/s", throughput)[0].replace(",", "")
-        ),
+        overhead_ms=figure(r"router overhead p50: (-?[\d.]+) ms", latency),
+        direct_p50_ms=figure(r"direct: p50 ([\d.]+) ms", latency),
+        routed_p50_ms=figure(r"router: p50 ([\d.]+) ms", latency),
+        routed_rate=figure(r"through the router: ([\d,]+) requests/s", throughput),
+        direct_rate=figure(r"direct: ([\d,]+) requests/s", throughput),
         command=" ".join(["bench/router.py", *options]),
     )
 
@@ -698,11 +721,7 @@ def main() -> None:
             note(f"creating {NAME} from the template and waiting for it to go live")
             began = time.perf_counter()
             create_service(client)
-            wait_for(
-                f"{NAME} to go live",
-                lambda: service.greeting() == f"Hello from {NAME}!" or None,
-                timeout=300,
-            )
+            service.wait_for_greeting(f"Hello from {NAME}!", timeout=300)
             first = time.perf_counter() - began
             checkout = Checkout(platform_)
             # the template's deployment ends (drains) before the first timed push
@@ -714,6 +733,11 @@ def main() -> None:
                 note(f"push {change}/{runs}: live in {results[-1].seconds:.2f} s")
             note(f"redeploying under {LOAD_RATE:g} requests/s")
             redeploy = redeploy_under_load(platform_, service, checkout, runs + 1)
+    except SystemExit as error:
+        if isinstance(error.code, str) and (home / "server.log").is_file():
+            tail = "\n".join(platform_.log().splitlines()[-40:])
+            raise SystemExit(f"{error.code}\n\nthe end of pave up's log:\n{tail}") from None
+        raise
     finally:
         platform_.stop()
         if not args.keep:
