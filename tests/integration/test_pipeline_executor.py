@@ -983,3 +983,49 @@ def test_store_refuses_bad_digests(tmp_path: Path) -> None:
     assert store.put_bytes(b"abc").digest == (
         "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+def test_python_setup_installs_dependencies_once_and_the_project_each_time(
+    settings: Any, db: Database
+) -> None:
+    pyproject = textwrap.dedent(
+        """\
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "tinyproj"
+        version = "0.1.0"
+        dependencies = []
+
+        [project.optional-dependencies]
+        test = ["pytest"]
+        """
+    )
+
+    def job(value: int) -> tuple[str, JobResult]:
+        return run_job(
+            settings,
+            db,
+            [
+                {
+                    "run": f"cat > pyproject.toml <<'EOF'\n{pyproject}EOF\n"
+                    f"mkdir tinyproj && echo 'VALUE = {value}' > tinyproj/__init__.py"
+                },
+                {"uses": "python/setup"},
+                {"run": 'python -c "import tinyproj, pytest; print(tinyproj.VALUE)"'},
+                {"run": "python -m pip --version >/dev/null && echo pip works"},
+            ],
+        )
+
+    first, result = job(1)
+    assert result.status == "succeeded", log_text(db, first)
+    assert "Installed the 3 declared requirement(s)" in log_text(db, first, 1)
+    second, result = job(2)
+    assert result.status == "succeeded", log_text(db, second)
+    assert "Reusing the 3 declared requirement(s)" in log_text(db, second, 1)
+    assert log_text(db, second, 2) == "2\n"  # the commit's own project, not a cached one
+    assert log_text(db, second, 3) == "pip works\n"
+    shared = list((settings.home / "pipelines" / "cache" / "python").glob("*/.complete"))
+    assert len(shared) == 1

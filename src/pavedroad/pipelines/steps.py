@@ -373,20 +373,28 @@ def _requirement_files(project: Path) -> list[Path]:
     return sorted(project.glob("requirements*.txt"))
 
 
+def _extras(project: Path, extras: Any = None) -> list[str]:
+    """The extras to install: those asked for, else the project's test extra if any."""
+    pyproject = project / "pyproject.toml"
+    if not pyproject.is_file():
+        return []
+    if extras:
+        chosen = [extras] if isinstance(extras, str) else list(extras)
+        names = [e.strip() for item in chosen for e in str(item).split(",") if e.strip()]
+        if names:
+            return names
+    extra = _test_extra(pyproject)
+    return [extra] if extra else []
+
+
 def _install_arguments(project: Path, extras: Any = None) -> list[str]:
     """What ``pip install`` gets: the project with the extras asked for, or with its test
     extra when it has one, else the project and ``requirements.txt`` (when present)."""
-    pyproject = project / "pyproject.toml"
-    if extras and pyproject.is_file():
-        chosen = [extras] if isinstance(extras, str) else list(extras)
-        names = ",".join(e.strip() for item in chosen for e in str(item).split(",") if e.strip())
-        if names:
-            return [f".[{names}]"]
-    extra = _test_extra(pyproject) if pyproject.is_file() else None
-    if extra:
-        return [f".[{extra}]"]
+    chosen = _extras(project, extras)
+    if chosen:
+        return [f".[{','.join(chosen)}]"]
     arguments: list[str] = []
-    if pyproject.is_file() or (project / "setup.py").is_file():
+    if (project / "pyproject.toml").is_file() or (project / "setup.py").is_file():
         arguments.append(".")
     if (project / "requirements.txt").is_file():
         arguments += ["-r", "requirements.txt"]
@@ -435,15 +443,15 @@ def _runs(interpreter: str) -> bool:
 
 
 def python_setup(ctx: StepContext) -> dict[str, Any]:
-    """A virtualenv in the project's ``.venv`` with the project installed into it; pip's
-    download and wheel cache is shared by every job of the worker."""
+    """A virtualenv in the project's ``.venv`` with the project installed into it. The
+    dependencies are installed once per worker for each declaration and shared by the
+    jobs (:mod:`pavedroad.pipelines.pythonenv`); pip's download and wheel cache is shared
+    too."""
+    from pavedroad.pipelines import pythonenv
+
     project = _project(ctx)
     venv = project / ".venv"
     python = venv / "bin" / "python"
-    if not python.exists():
-        code = ctx.run([_interpreter(ctx), "-m", "venv", str(venv)], cwd=project)
-        if code != 0:
-            raise StepFailed(f"creating the virtualenv failed with exit code {code}")
     cache = ctx.settings.home / "pipelines" / "cache" / "pip"
     cache.mkdir(parents=True, exist_ok=True)
     env = {
@@ -454,11 +462,81 @@ def python_setup(ctx: StepContext) -> dict[str, Any]:
         "PIP_NO_INPUT": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
-    arguments = (
-        _install_arguments(project, ctx.inputs.get("extras"))
-        if ctx.inputs.get("install", True)
-        else []
+    install = bool(ctx.inputs.get("install", True))
+    declaration = (
+        pythonenv.read_declaration(project, _extras(project, ctx.inputs.get("extras")))
+        if install and not python.exists()
+        else None
     )
+    if declaration is not None:
+        _shared_install(ctx, project, venv, declaration, env)
+    else:
+        _full_install(ctx, project, venv, env, install)
+    ctx.set_env("VIRTUAL_ENV", str(venv))
+    ctx.add_path(str(venv / "bin"))
+    return {
+        "python-path": str(python),
+        "venv": ctx.relative(venv),
+        "cache-key": _dependency_hash(project),
+    }
+
+
+def _shared_install(
+    ctx: StepContext, project: Path, venv: Path, declaration: Any, env: dict[str, str]
+) -> None:
+    from pavedroad.pipelines import pythonenv
+
+    interpreter = _interpreter(ctx)
+
+    def run(argv: list[str], extra: dict[str, str] | None) -> int:
+        return ctx.run(argv, cwd=project, env=extra or None)
+
+    try:
+        shared = pythonenv.shared_environment(
+            ctx.settings.home / "pipelines" / "cache" / "python",
+            interpreter,
+            declaration,
+            run,
+            {**env, "VIRTUAL_ENV": ""},
+        )
+    except (RuntimeError, subprocess.SubprocessError) as error:
+        raise StepFailed(str(error)) from None
+    count = len(declaration.requirements)
+    verb = "Installed" if shared.created else "Reusing"
+    ctx.log(f"{verb} the {count} declared requirement(s) ({shared.root.name[:12]})")
+    code = ctx.run([interpreter, "-m", "venv", "--without-pip", str(venv)], cwd=project)
+    if code != 0:
+        raise StepFailed(f"creating the virtualenv failed with exit code {code}")
+    pythonenv.link(venv, shared.root)
+    if declaration.installs_project:
+        arguments = ["--no-deps", "--no-build-isolation", "."]
+        ctx.log(f"pip install {shlex.join(arguments)}")
+        code = ctx.run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--progress-bar",
+                "off",
+                *arguments,
+            ],
+            cwd=project,
+            env=env,
+        )
+        if code != 0:
+            raise StepFailed(f"pip install failed with exit code {code}")
+
+
+def _full_install(
+    ctx: StepContext, project: Path, venv: Path, env: dict[str, str], install: bool
+) -> None:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        code = ctx.run([_interpreter(ctx), "-m", "venv", str(venv)], cwd=project)
+        if code != 0:
+            raise StepFailed(f"creating the virtualenv failed with exit code {code}")
+    arguments = _install_arguments(project, ctx.inputs.get("extras")) if install else []
     if arguments:
         ctx.log(f"pip install {shlex.join(arguments)}")
         code = ctx.run(
@@ -470,13 +548,6 @@ def python_setup(ctx: StepContext) -> dict[str, Any]:
             raise StepFailed(f"pip install failed with exit code {code}")
     else:
         ctx.log("Nothing to install: no pyproject.toml, setup.py or requirements.txt")
-    ctx.set_env("VIRTUAL_ENV", str(venv))
-    ctx.add_path(str(venv / "bin"))
-    return {
-        "python-path": str(python),
-        "venv": ctx.relative(venv),
-        "cache-key": _dependency_hash(project),
-    }
 
 
 def _test_python(ctx: StepContext, project: Path) -> str:
