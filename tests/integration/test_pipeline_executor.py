@@ -895,7 +895,7 @@ def test_release_build_is_idempotent(
     assert result.status == "failed"
     assert "score.yaml must have apiVersion score.dev/v1b1" in log_text(db, bad, 2)
     assert "there is no missing.yaml" in log_text(db, bad, 3)
-    assert "this run built no release" in log_text(db, bad, 4)
+    assert "there is no environment 'dev'" in log_text(db, bad, 4)  # it found the release
     nothing, result = run_job(
         settings, db, [{"uses": "release/build"}], repository=repository, commit=commit
     )
