@@ -403,7 +403,15 @@ def make_app(isolated_env: Path) -> Iterator[Callable[..., Any]]:
 
     yield make
     for app in built:
+        _stop_service_instances(app)
         app.state.db.dispose()
+
+
+def _stop_service_instances(app: Any) -> None:
+    """Service instances outlive their platform by design: a test's must not."""
+    runtime = app.state.deployments.runtime
+    for instance in runtime.instances():
+        runtime.stop([instance["id"]])
 
 
 @pytest.fixture
