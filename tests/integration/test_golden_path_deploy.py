@@ -169,6 +169,11 @@ def test_from_template_to_production_and_back(platform: TestClient, tmp_path: Pa
     env = platform.get(f"/api/v1/environments/{preview_name}").json()
     assert env["type"] == "preview" and env["branch"] == "Feature/Stock_Alerts"
     assert env["expiresAt"]
+    built = newest_release(platform, "Feature/Stock_Alerts")
+    run_page = platform.get(f"/pipelines/runs/{built['runId']}")  # the run shows its URL
+    assert f"http://stock-levels.{preview_name}.localhost:7070/" in run_page.text
+    tab = platform.get("/catalog/default/component/stock-levels/deployments")
+    assert preview_name in tab.text  # and so does the component's Deployments tab
 
     git("push", "-q", "origin", ":refs/heads/Feature/Stock_Alerts", cwd=work)
     wait_for(

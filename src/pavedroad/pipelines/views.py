@@ -470,6 +470,17 @@ class ReleaseView:
     first_run: str | None  # the run that built it first, when another run did
 
 
+def _deployed(request: Request, releases: Sequence[ReleaseView]) -> dict[str, list[Any]]:
+    """Where each release went (its deployments, newest first): the run shows the URLs
+    its release went live at, a branch's preview among them."""
+    service: Any = getattr(request.app.state, "deployments", None)
+    found: dict[str, list[Any]] = {}
+    for release in releases if service is not None else []:
+        rows = service.recent(component=release.component, limit=200)
+        found[release.id] = [row for row in rows if row.release_id == release.id]
+    return found
+
+
 def _releases(service: PipelineService, run_id: str, jobs: Sequence[JobRow]) -> list[ReleaseView]:
     """The releases the run's ``release/build`` steps made, or found made already from
     the same bytes (a re-run finds the release of the run it repeats)."""
@@ -575,7 +586,8 @@ def _run_page(
         "follow": follow,
         "tests": _test_results(service, jobs),
         "artifacts": artifacts,
-        "releases": _releases(service, run.id, jobs),
+        "releases": (releases := _releases(service, run.id, jobs)),
+        "deployed": _deployed(request, releases),
         "rerun_of": _rerun_of(service, run.rerun_of),
         "inputs": row.inputs or {},
         "added_jobs": [str(j) for j in pipeline.get("added_jobs") or []],
