@@ -46,23 +46,20 @@ import platform
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
+from benchkit import ROOT, Summary, free_port, parse_time, prepare, seconds_between, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "demo" / "catalog-info.yaml"
 PAVE = Path(sys.executable).parent / "pave"
 OWNER = "checkout-team"
 NAME = "bench-web"
@@ -76,52 +73,8 @@ TRIGGER_INTERVAL_SECONDS = 2.0  # the reconcilers' round, when no event wakes th
 ENDED = ("live", "replaced", "failed", "rejected", "expired", "cancelled", "removed")
 DEPLOYMENT_STEPS = ("resolve", "provision", "prepare", "start", "ready", "switch")
 
-T = TypeVar("T")
-
 
 # -- figures ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Summary:
-    count: int
-    median: float
-    p90: float
-    maximum: float
-
-    @classmethod
-    def of(cls, values: list[float]) -> Summary:
-        ordered = sorted(values)
-        if not ordered:
-            return cls(0, float("nan"), float("nan"), float("nan"))
-        p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-        return cls(len(ordered), statistics.median(ordered), p90, ordered[-1])
-
-    def seconds(self) -> str:
-        return f"median {self.median:.2f} s   p90 {self.p90:.2f} s   max {self.maximum:.2f} s"
-
-
-def parse_time(text: str | None) -> datetime:
-    if not text:
-        raise SystemExit("a timestamp the benchmark needs is missing")
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def seconds_between(start: datetime | str | None, end: datetime | str | None) -> float:
-    first = start if isinstance(start, datetime) else parse_time(start)
-    last = end if isinstance(end, datetime) else parse_time(end)
-    return (last - first).total_seconds()
-
-
-def wait_for(what: str, found: Callable[[], T | None], timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = found()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(POLL_SECONDS)
 
 
 def note(text: str) -> None:
@@ -130,28 +83,6 @@ def note(text: str) -> None:
 
 
 # -- the platform -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def prepare(home: Path) -> str:
-    """The demo organisation and bob's token (bob is a checkout-team member), made
-    before the server starts."""
-    from pavedroad.app import create_app
-    from pavedroad.identity.policy import Role
-    from pavedroad.settings import Settings
-
-    app = create_app(Settings(home=home, database_url=f"sqlite:///{home / 'pavedroad.db'}"))
-    try:
-        app.state.catalog.register_location("file", str(DEMO))
-        app.state.identity.create_account("bob", Role.member)
-        return str(app.state.identity.create_token("bob", "bench", ["read", "write"])[1])
-    finally:
-        app.state.db.dispose()
 
 
 class Platform:
@@ -196,7 +127,7 @@ class Platform:
             except httpx.HTTPError:
                 return None
 
-        wait_for("pave up to answer", healthy, timeout=60)
+        wait_for("pave up to answer", healthy, timeout=60, poll=POLL_SECONDS)
         headers = {"authorization": f"Bearer {self.token}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
@@ -242,7 +173,7 @@ def create_service(client: httpx.Client) -> None:
         task = client.get(f"/api/v1/scaffolder/tasks/{task_id}").json()
         return task if task["status"] in ("completed", "failed", "cancelled") else None
 
-    task = wait_for("the template task", ended, timeout=120)
+    task = wait_for("the template task", ended, timeout=120, poll=POLL_SECONDS)
     if task["status"] != "completed":
         raise SystemExit(f"the template task ended {task['status']}: {task.get('error')}")
 
@@ -358,13 +289,13 @@ class Service:
             items = self.api("/api/v1/pipelines/runs", repository=f"{OWNER}/{NAME}", limit=10)
             return next((r for r in items["items"] if r["commit"] == commit), None)
 
-        run_id = wait_for(f"the run of {commit[:12]}", found, timeout=60)["id"]
+        run_id = wait_for(f"the run of {commit[:12]}", found, timeout=60, poll=POLL_SECONDS)["id"]
 
         def ended() -> dict[str, Any] | None:
             run = self.api(f"/api/v1/pipelines/runs/{run_id}")
             return run if run["status"] in ("succeeded", "failed", "cancelled") else None
 
-        run = wait_for(f"the run of {commit[:12]} to end", ended, timeout=300)
+        run = wait_for(f"the run of {commit[:12]} to end", ended, timeout=300, poll=POLL_SECONDS)
         if run["status"] != "succeeded":
             errors = [(job["key"], job["status"], job["error"]) for job in run["jobs"]]
             raise SystemExit(f"the run of {commit[:12]} {run['status']}: {errors}")
@@ -375,7 +306,7 @@ class Service:
             items = self.api("/api/v1/releases", component=COMPONENT, branch="main")["items"]
             return next((r for r in items if r["commit"] == commit), None)
 
-        return wait_for(f"the release of {commit[:12]}", found, timeout=60)
+        return wait_for(f"the release of {commit[:12]}", found, timeout=60, poll=POLL_SECONDS)
 
     def deployment_of(self, release_id: str) -> dict[str, Any]:
         """The deployment of the release to development, once it ended, with its timeline."""
@@ -385,7 +316,7 @@ class Service:
             row = next((d for d in items["items"] if d["release"] == release_id), None)
             return row if row is not None and row["status"] in ENDED else None
 
-        row = wait_for(f"the deployment of {release_id}", ended, timeout=300)
+        row = wait_for(f"the deployment of {release_id}", ended, timeout=300, poll=POLL_SECONDS)
         deployment = self.api(f"/api/v1/deployments/{row['id']}")
         if deployment["status"] != "live":
             raise SystemExit(
@@ -647,7 +578,7 @@ def print_push_to_live(first: float, results: list[PushToLive]) -> None:
     print(f'   service      {NAME}, from the "Python web service" template')
     print(f"   first deploy {first:.2f} s from the template's form to live (warm-up, not counted)")
     print(f"   runs         {total.count}")
-    print(f"   push to live {total.seconds()}   ({verdict} the target of < {TARGET_SECONDS:g} s)")
+    print(f"   push to live {total.seconds(2)}   ({verdict} the target of < {TARGET_SECONDS:g} s)")
     print("   where the time goes (median of each):")
     for phase, value in medians([r.phases for r in results]).items():
         print(f"     {phase:<50} {shown(value)} s")

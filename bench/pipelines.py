@@ -46,24 +46,21 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
+from benchkit import Summary, free_port, parse_time, prepare, seconds_between, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "demo" / "catalog-info.yaml"
 PAVE = Path(sys.executable).parent / "pave"
 OWNER = "checkout-team"
 RUNS = "/api/v1/pipelines/runs"
@@ -96,83 +93,11 @@ jobs:
       - run: echo "$PAVEDROAD_RUN_ID" >> "{executions}"
 """
 
-T = TypeVar("T")
-
 
 # -- figures ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Summary:
-    count: int
-    median: float
-    p90: float
-    maximum: float
-
-    @classmethod
-    def of(cls, values: list[float]) -> Summary:
-        ordered = sorted(values)
-        if not ordered:
-            return cls(0, float("nan"), float("nan"), float("nan"))
-        p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-        return cls(len(ordered), statistics.median(ordered), p90, ordered[-1])
-
-    def seconds(self) -> str:
-        return f"median {self.median:.3f} s   p90 {self.p90:.3f} s   max {self.maximum:.3f} s"
-
-    def milliseconds(self) -> str:
-        return (
-            f"median {self.median * 1000:.1f} ms   p90 {self.p90 * 1000:.1f} ms   "
-            f"max {self.maximum * 1000:.1f} ms"
-        )
-
-
-def parse_time(text: str | None) -> datetime:
-    if not text:
-        raise ValueError("a timestamp the benchmark needs is missing")
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def seconds_between(start: datetime | str | None, end: datetime | str | None) -> float:
-    first = start if isinstance(start, datetime) else parse_time(start)
-    last = end if isinstance(end, datetime) else parse_time(end)
-    return (last - first).total_seconds()
-
-
-def wait_for(what: str, found: Callable[[], T | None], timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = found()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(POLL_SECONDS)
-
-
 # -- the platform -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def prepare(home: Path) -> str:
-    """The demo organisation and bob's token (bob is a checkout-team member), made
-    before the server starts."""
-    from pavedroad.app import create_app
-    from pavedroad.identity.policy import Role
-    from pavedroad.settings import Settings
-
-    app = create_app(Settings(home=home, database_url=f"sqlite:///{home / 'pavedroad.db'}"))
-    try:
-        app.state.catalog.register_location("file", str(DEMO))
-        app.state.identity.create_account("bob", Role.member)
-        return str(app.state.identity.create_token("bob", "bench", ["read", "write"])[1])
-    finally:
-        app.state.db.dispose()
 
 
 class Platform:
@@ -219,7 +144,7 @@ class Platform:
             except httpx.HTTPError:
                 return None
 
-        wait_for("pave up to answer", healthy, timeout=60)
+        wait_for("pave up to answer", healthy, timeout=60, poll=POLL_SECONDS)
         headers = {"authorization": f"Bearer {self.token}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
@@ -234,7 +159,7 @@ class Platform:
                     raise SystemExit(f"{name} exited:\n{self.log(name)}")
             return all("pave worker: processing" in self.log(name) for name in names) or None
 
-        wait_for("the workers to start", ready, timeout=60)
+        wait_for("the workers to start", ready, timeout=60, poll=POLL_SECONDS)
 
     def stop(self, name: str) -> None:
         process = self.processes.pop(name)
@@ -304,7 +229,7 @@ def finished_run(client: httpx.Client, run_id: str, timeout: float = 120) -> dic
         run = run_with_jobs(client, run_id)
         return run if run["status"] in FINISHED else None
 
-    return wait_for(f"run {run_id} to end", ended, timeout)
+    return wait_for(f"run {run_id} to end", ended, timeout, poll=POLL_SECONDS)
 
 
 def run_of_commit(client: httpx.Client, repository: str, commit: str) -> dict[str, Any]:
@@ -313,7 +238,7 @@ def run_of_commit(client: httpx.Client, repository: str, commit: str) -> dict[st
         response.raise_for_status()
         return next((r for r in response.json()["items"] if r["commit"] == commit), None)
 
-    return wait_for(f"the run of {commit[:12]}", found, timeout=60)
+    return wait_for(f"the run of {commit[:12]}", found, timeout=60, poll=POLL_SECONDS)
 
 
 def start_manual(client: httpx.Client, repository: str) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import argparse
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,32 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchkit import free_port, prepare
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "demo" / "catalog-info.yaml"
 PAVE = Path(sys.executable).parent / "pave"
 TARGET_SECONDS = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def prepare(home: Path) -> str:
-    """The demo organisation and bob's token, made before the server starts."""
-    from pavedroad.app import create_app
-    from pavedroad.identity.policy import Role
-    from pavedroad.settings import Settings
-
-    app = create_app(Settings(home=home, database_url=f"sqlite:///{home / 'pavedroad.db'}"))
-    try:
-        app.state.catalog.register_location("file", str(DEMO))
-        app.state.identity.create_account("bob", Role.member)
-        return str(app.state.identity.create_token("bob", "bench", ["read", "write"])[1])
-    finally:
-        app.state.db.dispose()
 
 
 def seconds_between(start: str | None, end: str | None) -> float:
@@ -105,7 +82,9 @@ def run_once(client: httpx.Client, index: int) -> dict[str, Any]:
         "process start": seconds_between(task["startedAt"], first_log),
     }
     for step in task["steps"]:
-        phases[f"step {step['id']}"] = seconds_between(step.get("startedAt"), step.get("finishedAt"))
+        phases[f"step {step['id']}"] = seconds_between(
+            step.get("startedAt"), step.get("finishedAt")
+        )
     return {"seconds": elapsed, "phases": phases}
 
 
@@ -169,7 +148,9 @@ def main() -> None:
     for phase in results[0]["phases"]:
         values = [r["phases"][phase] for r in results if phase in r["phases"]]
         print(f"    {phase:<28} {statistics.median(values):.3f} s")
-    print(f"  machine   {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"  machine   {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     print(f"  command   {' '.join([Path(sys.executable).name, *sys.argv])}")
 
 

@@ -709,6 +709,24 @@ def _api_definition(spec: dict[str, Any], key: str) -> dict[str, Any]:
     return result
 
 
+@dataclass(frozen=True)
+class EntityTab:
+    """A tab of an entity's page (``ci``, ``secrets``, ``deployments``): the entity and
+    where the page and the tab are."""
+
+    ref: EntityRef
+    title: str
+    tab: str = ""
+
+    @property
+    def entity_url(self) -> str:
+        return entity_path(self.ref.kind, self.ref.namespace, self.ref.name)
+
+    @property
+    def url(self) -> str:
+        return f"{self.entity_url}/{self.tab}"
+
+
 def tab_entity(
     request: Request, namespace: str, kind: str, name: str
 ) -> tuple[EntityRef, str] | Response:

@@ -15,7 +15,9 @@ again by the owning domain's reconciler.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +32,26 @@ log = logging.getLogger("pavedroad.jobs")
 
 POLL_SECONDS = 0.2
 """How long an idle consumer waits between looks at an empty SQLite queue (at most)."""
+
+
+def worker_name() -> str:
+    """``host:pid``: who claims work in the database, so it can be told gone later."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_gone(worker: str | None) -> bool:
+    """Whether ``worker`` (a :func:`worker_name`) ran on this host and its process has
+    ended. A worker on another host is never known gone from here: its heartbeat tells."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 class JobQueue:

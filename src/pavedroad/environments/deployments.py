@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from pavedroad.core import audit, events
 from pavedroad.core.db import Database
 from pavedroad.core.errors import ConflictError, InputError, NotFoundError, ProblemError
 from pavedroad.core.ids import new_id
+from pavedroad.core.jobs import worker_gone, worker_name
 from pavedroad.core.timeutil import as_utc, isoformat, utcnow
 from pavedroad.environments.directory import Environment, EnvironmentDirectory
 from pavedroad.environments.models import (
@@ -385,7 +384,7 @@ class DeploymentService:
     def execute(self, deployment_id: str) -> None:
         """The queue's handler: run the deployment's steps (claiming it first, so a
         message delivered twice runs nothing twice)."""
-        worker = f"{socket.gethostname()}:{os.getpid()}"
+        worker = worker_name()
         claimed = self._claim(deployment_id, worker)
         if claimed is None:
             return
@@ -651,7 +650,6 @@ class DeploymentService:
         changed = 0
         now = utcnow()
         lost_after = timedelta(seconds=self.settings.deployments.lost_after_seconds)
-        host = socket.gethostname()
         with self.db.read_session() as session:
             rows = list(
                 session.scalars(select(DeploymentRow).where(DeploymentRow.status.in_(IN_PROGRESS)))
@@ -667,8 +665,7 @@ class DeploymentService:
                 if waited > timedelta(seconds=self.settings.deployments.requeue_after_seconds):
                     self._enqueue(row.id)  # claiming makes a duplicate message harmless
                 continue
-            worker_host, _, pid = (row.worker or "").rpartition(":")
-            gone = worker_host == host and pid.isdigit() and not _alive(int(pid))
+            gone = worker_gone(row.worker)
             silent = row.heartbeat_at is None or now - as_utc(row.heartbeat_at) > lost_after
             if gone or silent:
                 changed += self._recover_lost(row)
@@ -1000,13 +997,3 @@ def _requested_message(row: DeploymentRow, release: Release, env: Environment) -
     if row.status == "awaiting-approval" and env.approval:
         text += f"; waits for {env.approval.approvals} approval(s) from {env.name}'s approvers"
     return text
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -33,7 +33,7 @@ from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
 from pavedroad.catalog.refs import EntityRef, parse_ref
-from pavedroad.catalog.views import tab_entity
+from pavedroad.catalog.views import EntityTab, tab_entity
 from pavedroad.core.errors import NotFoundError, ProblemError
 from pavedroad.core.timeutil import as_utc
 from pavedroad.environments.api import matrix
@@ -53,7 +53,6 @@ from pavedroad.pipelines.views import repo_url, run_url
 from pavedroad.portal.navigation import NavItem, add_nav_item, navigation
 from pavedroad.portal.templating import (
     add_template_directory,
-    entity_path,
     entity_url,
     render,
     templates,
@@ -750,20 +749,6 @@ def deployment_page(request: Request, deployment_id: str) -> Response:
 
 
 @dataclass(frozen=True)
-class TabPlace:
-    ref: EntityRef
-    title: str
-
-    @property
-    def entity_url(self) -> str:
-        return entity_path(self.ref.kind, self.ref.namespace, self.ref.name)
-
-    @property
-    def url(self) -> str:
-        return self.entity_url + "/deployments"
-
-
-@dataclass(frozen=True)
 class EnvironmentPlace:
     """The component in one environment: what is live, its logs, its deployments."""
 
@@ -793,7 +778,7 @@ def _tab_page(
     found = tab_entity(request, namespace, kind, name)
     if isinstance(found, Response):
         return found
-    place = TabPlace(*found)
+    place = EntityTab(*found, "deployments")
     service = _service(request)
     component = place.ref.key
     lives = {live.environment: live for live in service.lives(component=component)}

@@ -21,7 +21,6 @@ with everything it started when it passes its timeout.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import signal
@@ -32,7 +31,7 @@ from urllib.parse import urlsplit
 
 from pavedroad.core.errors import InputError
 from pavedroad.core.outbound import OutboundError, check_url
-from pavedroad.core.paths import PathEscapeError, contained_path
+from pavedroad.core.paths import PathEscapeError, contained_path, file_lock
 from pavedroad.settings import Settings
 
 MIRRORS = "mirrors"
@@ -230,12 +229,8 @@ class Mirrors:
         """One fetch into a mirror at a time on this machine (git would refuse a second
         one's ref updates while the first holds them)."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(path.with_name(path.name + ".lock"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(path.with_name(path.name + ".lock")):
+            yield
 
 
 def git_environment() -> dict[str, str]:

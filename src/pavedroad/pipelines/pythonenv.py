@@ -17,18 +17,17 @@ install in the job's own virtualenv, as pip would do it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import re
 import shutil
 import subprocess
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pavedroad.core.paths import file_lock
 
 SHARED_PTH = "_pavedroad_dependencies.pth"
 COMPLETE = ".complete"
@@ -104,17 +103,6 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def site_packages(venv: Path) -> Path:
     found = sorted(venv.glob("lib/python3*/site-packages"))
     if not found:
@@ -153,7 +141,8 @@ def shared_environment(
     leaves nothing behind to be found next time."""
     key = declaration.key(interpreter_version(interpreter))
     root = cache / key
-    with _locked(cache / f"{key}.lock"):
+    cache.mkdir(parents=True, exist_ok=True)
+    with file_lock(cache / f"{key}.lock"):
         if (root / COMPLETE).is_file():
             return SharedEnvironment(root, created=False)
         shutil.rmtree(root, ignore_errors=True)

@@ -49,7 +49,7 @@ from pavedroad.catalog.service import CatalogService
 from pavedroad.core.db import Database, in_chunks
 from pavedroad.core.errors import ConflictError, InputError, NotFoundError
 from pavedroad.core.ids import new_id
-from pavedroad.core.jobs import JobQueue
+from pavedroad.core.jobs import JobQueue, worker_gone, worker_name
 from pavedroad.core.timeutil import as_utc, isoformat, utcnow
 from pavedroad.git.mirrors import MirrorError, Mirrors, is_mirrored, repository_identity
 from pavedroad.pipelines.library import ResolvedPipeline, TemplateLibrary, load_pipeline_file
@@ -856,7 +856,7 @@ class PipelineService:
         of the queues this worker consumes (see :class:`~pavedroad.pipelines.dispatch.JobQueues`);
         None: ``pipelines.labels``."""
 
-        worker = f"{socket.gethostname()}:{os.getpid()}"
+        worker = worker_name()
         with self.db.read_session() as session:
             queued = session.get(JobRow, job_id)
         mine = set(self.settings.pipelines.labels if labels is None else labels)
@@ -1098,8 +1098,7 @@ class PipelineService:
             )
         killed = 0
         for job in jobs:
-            pid = int((job.worker or "0").rsplit(":", 1)[-1] or 0)
-            if pid and _alive(pid):
+            if not worker_gone(job.worker):
                 continue  # its worker is still there
             killed += kill_marked(job.id)
             self.finish_job(
@@ -1338,16 +1337,6 @@ def _evaluated(text: str, contexts: Mapping[str, Any]) -> str:
         return interpolate(text, contexts)
     except InputError:
         return text
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fresh(run: RunRow) -> RunRow:

@@ -21,7 +21,6 @@ read pipeline parts from other places (pipeline templates, service files).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import math
 import re
@@ -33,6 +32,7 @@ from typing import Any
 import yaml
 
 from pavedroad.core.errors import InputError
+from pavedroad.core.messages import describe, did_you_mean
 from pavedroad.core.safeyaml import YamlError, YamlLimits, load_document
 from pavedroad.pipelines import expressions
 
@@ -159,13 +159,13 @@ class InputSpec:
     def check(self, value: Any) -> str | None:
         """Why ``value`` does not fit this input, or None when it does."""
         if self.type == "boolean" and not isinstance(value, bool):
-            return f"expects true or false, not {_describe(value)}"
+            return f"expects true or false, not {describe(value)}"
         if self.type == "number" and (
             isinstance(value, bool) or not isinstance(value, int | float)
         ):
-            return f"expects a number, not {_describe(value)}"
+            return f"expects a number, not {describe(value)}"
         if self.type in ("string", "environment", "choice") and not isinstance(value, str):
-            return f"expects a string, not {_describe(value)} (quote it)"
+            return f"expects a string, not {describe(value)} (quote it)"
         if self.type == "environment" and not value:
             return "expects the name of an environment"
         if self.type == "choice" and value not in self.options:
@@ -589,7 +589,7 @@ class PipelineReader:
     ) -> dict[str, Located] | None:
         """A mapping's values by key; unknown keys are reported with a suggestion."""
         if not isinstance(loc.value, dict):
-            self.report(loc, f"{what} must be a mapping, not {_describe(loc.value)}")
+            self.report(loc, f"{what} must be a mapping, not {describe(loc.value)}")
             return None
         result: dict[str, Located] = {}
         for key, value in loc.entries():
@@ -602,7 +602,7 @@ class PipelineReader:
     def text(self, loc: Located, what: str, *, empty: bool = False) -> str | None:
         """A string (numbers and booleans are refused), its expressions checked."""
         if not isinstance(loc.value, str):
-            self.report(loc, f"{what} must be a string, not {_describe(loc.value)}")
+            self.report(loc, f"{what} must be a string, not {describe(loc.value)}")
             return None
         if not empty and not loc.value.strip():
             self.report(loc, f"{what} must not be empty")
@@ -620,13 +620,13 @@ class PipelineReader:
             return "true" if value else "false"
         if isinstance(value, int | float):
             return loc.plain_text or str(value)
-        self.report(loc, f"{what} must be a string, number or boolean, not {_describe(value)}")
+        self.report(loc, f"{what} must be a string, number or boolean, not {describe(value)}")
         return None
 
     def flag(self, loc: Located, what: str) -> bool | None:
         if isinstance(loc.value, bool):
             return loc.value
-        self.report(loc, f"{what} must be true or false, not {_describe(loc.value)}")
+        self.report(loc, f"{what} must be true or false, not {describe(loc.value)}")
         return None
 
     def switch(self, loc: Located, what: str) -> bool | str:
@@ -641,7 +641,7 @@ class PipelineReader:
         if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
             return value
         self.report(
-            loc, f"{what} must be a whole number from {low} to {high}, not {_describe(value)}"
+            loc, f"{what} must be a whole number from {low} to {high}, not {describe(value)}"
         )
         return None
 
@@ -657,7 +657,7 @@ class PipelineReader:
         self.report(
             loc,
             f"{what} must be a number of minutes above 0 and at most {MAX_TIMEOUT_MINUTES}, "
-            f"not {_describe(value)}",
+            f"not {describe(value)}",
         )
         return None
 
@@ -669,7 +669,7 @@ class PipelineReader:
             items = loc.items()
         else:
             self.report(
-                loc, f"{what} must be a string or a list of strings, not {_describe(loc.value)}"
+                loc, f"{what} must be a string or a list of strings, not {describe(loc.value)}"
             )
             return []
         good = []
@@ -677,9 +677,7 @@ class PipelineReader:
             if isinstance(item.value, str) and item.value.strip():
                 good.append(item)
             else:
-                self.report(
-                    item, f"{what} must hold non-empty strings, not {_describe(item.value)}"
-                )
+                self.report(item, f"{what} must hold non-empty strings, not {describe(item.value)}")
         return good
 
     def identifier(self, loc: Located, what: str) -> bool:
@@ -718,7 +716,7 @@ class PipelineReader:
         if isinstance(value, bool):
             return "true" if value else "false"
         if not isinstance(value, str) or not value.strip():
-            self.report(loc, f"if must be an expression, not {_describe(value)}")
+            self.report(loc, f"if must be an expression, not {describe(value)}")
             return None
         for message in expression_problems(value, condition=True):
             self.report(loc, message)
@@ -771,7 +769,7 @@ class PipelineReader:
             events = [(key, value.key, value) for key, value in loc.entries()]
         else:
             self.report(
-                loc, f"on must name triggers (push, manual, schedule), not {_describe(loc.value)}"
+                loc, f"on must name triggers (push, manual, schedule), not {describe(loc.value)}"
             )
             return triggers
         if not events:
@@ -824,7 +822,7 @@ class PipelineReader:
         if loc.value is None:
             return {}
         if not isinstance(loc.value, dict):
-            self.report(loc, f"inputs must be a mapping of input names, not {_describe(loc.value)}")
+            self.report(loc, f"inputs must be a mapping of input names, not {describe(loc.value)}")
             return {}
         return {
             name: self.input_spec(name, value)
@@ -882,7 +880,7 @@ class PipelineReader:
                 entry = found["cron"]
             if not isinstance(entry.value, str):
                 self.report(
-                    entry, f"a cron expression must be a string, not {_describe(entry.value)}"
+                    entry, f"a cron expression must be a string, not {describe(entry.value)}"
                 )
                 continue
             try:
@@ -897,7 +895,7 @@ class PipelineReader:
         if loc.value is None:
             return {}
         if not isinstance(loc.value, dict):
-            self.report(loc, f"env must be a mapping of variable names, not {_describe(loc.value)}")
+            self.report(loc, f"env must be a mapping of variable names, not {describe(loc.value)}")
             return {}
         env = {}
         for name, value in loc.entries():
@@ -942,7 +940,7 @@ class PipelineReader:
         """The jobs of a mapping; ``also_known`` are other jobs ``needs`` may name."""
         if not isinstance(loc.value, dict) or not loc.value:
             self.report(
-                loc, f"jobs must be a mapping of job ids to jobs, not {_describe(loc.value)}"
+                loc, f"jobs must be a mapping of job ids to jobs, not {describe(loc.value)}"
             )
             return {}
         known = {*loc.value, *also_known}
@@ -1023,7 +1021,7 @@ class PipelineReader:
     def outputs(self, loc: Located) -> dict[str, str]:
         if not isinstance(loc.value, dict):
             self.report(
-                loc, f"outputs must be a mapping of output names, not {_describe(loc.value)}"
+                loc, f"outputs must be a mapping of output names, not {describe(loc.value)}"
             )
             return {}
         outputs = {}
@@ -1065,7 +1063,7 @@ class PipelineReader:
             matrix.expression = loc.value
             return matrix
         if not isinstance(loc.value, dict):
-            self.report(loc, f"matrix must be a mapping of axes, not {_describe(loc.value)}")
+            self.report(loc, f"matrix must be a mapping of axes, not {describe(loc.value)}")
             return matrix
         for name, value in loc.entries():
             if name in ("include", "exclude"):
@@ -1140,7 +1138,7 @@ class PipelineReader:
         """A job's steps. ``taken`` maps step ids already used (by a template) to the
         problem to report when a step here reuses one."""
         if not isinstance(loc.value, list) or not loc.value:
-            self.report(loc, f"steps must be a non-empty list of steps, not {_describe(loc.value)}")
+            self.report(loc, f"steps must be a non-empty list of steps, not {describe(loc.value)}")
             return []
         seen: set[str] = set()
         steps = []
@@ -1201,7 +1199,7 @@ class PipelineReader:
                 self.report(found["with"].key, "'with' gives inputs to a 'uses' step, not to 'run'")
             elif not isinstance(found["with"].value, dict | None):
                 self.report(
-                    found["with"], f"with must be a mapping, not {_describe(found['with'].value)}"
+                    found["with"], f"with must be a mapping, not {describe(found['with'].value)}"
                 )
             else:
                 step.with_ = dict(self.data(found["with"]) or {})
@@ -1217,7 +1215,7 @@ class PipelineReader:
     def step_type(self, loc: Located) -> str | None:
         uses = loc.value
         if not isinstance(uses, str):
-            self.report(loc, f"uses must be a string, not {_describe(uses)}")
+            self.report(loc, f"uses must be a string, not {describe(uses)}")
             return None
         if uses.startswith("./"):
             parts = uses[2:].split("/")
@@ -1310,7 +1308,7 @@ def read_matrix(value: Any, path: str = "strategy.matrix") -> Matrix:
     problem, its path under ``path``."""
     if not isinstance(value, dict):
         message = (
-            f"the matrix expression gave {_describe(value)}, not a mapping of axes "
+            f"the matrix expression gave {describe(value)}, not a mapping of axes "
             "(with include and exclude); give it an object, e.g. "
             "${{ fromJSON(needs.setup.outputs.matrix) }}"
         )
@@ -1337,31 +1335,6 @@ def parse_pipeline(
 
 
 # --- messages ---------------------------------------------------------------------------
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"the boolean {'true' if value else 'false'}"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f"the string {value!r}" if len(value) < 40 else "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def did_you_mean(word: Any, choices: Iterable[str]) -> str:
-    """`` (did you mean 'steps'?)`` for the closest choice, or an empty string."""
-    if not isinstance(word, str):
-        return ""
-    # Bounded: a hostile file with thousands of names must not make this quadratic.
-    match = difflib.get_close_matches(word, list(itertools.islice(choices, 200)), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def unknown_key(key: Any, allowed: Collection[str], what: str) -> str:

@@ -33,7 +33,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from pavedroad.catalog.queries import EntityQuery, parse_filters
 from pavedroad.catalog.refs import EntityRef
-from pavedroad.catalog.views import tab_entity
+from pavedroad.catalog.views import EntityTab, tab_entity
 from pavedroad.core.errors import InputError, NotFoundError, ProblemError
 from pavedroad.core.timeutil import as_utc
 from pavedroad.environments.models import ReleaseRow
@@ -848,20 +848,6 @@ def templates_page(request: Request) -> Response:
 
 
 @dataclass(frozen=True)
-class CiPlace:
-    ref: EntityRef
-    title: str
-
-    @property
-    def entity_url(self) -> str:
-        return entity_path(self.ref.kind, self.ref.namespace, self.ref.name)
-
-    @property
-    def url(self) -> str:
-        return self.entity_url + "/ci"
-
-
-@dataclass(frozen=True)
 class BadgeSnippet:
     repository: str
     branch: str
@@ -869,10 +855,10 @@ class BadgeSnippet:
     markdown: str
 
 
-def _place(request: Request, namespace: str, kind: str, name: str) -> CiPlace | Response:
+def _place(request: Request, namespace: str, kind: str, name: str) -> EntityTab | Response:
     """The page's entity, or the page saying it is not in the catalog."""
     found = tab_entity(request, namespace, kind, name)
-    return found if isinstance(found, Response) else CiPlace(*found)
+    return found if isinstance(found, Response) else EntityTab(*found, "ci")
 
 
 def _default_branch(request: Request, repository: str) -> str | None:

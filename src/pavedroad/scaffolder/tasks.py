@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -38,7 +37,7 @@ from pavedroad.catalog.service import CatalogService
 from pavedroad.core.db import Database
 from pavedroad.core.errors import ConflictError, ForbiddenError, InputError, NotFoundError
 from pavedroad.core.ids import new_id
-from pavedroad.core.jobs import JobQueue
+from pavedroad.core.jobs import JobQueue, worker_name
 from pavedroad.core.plugins import plugin_manager
 from pavedroad.core.timeutil import isoformat, utcnow
 from pavedroad.identity.policy import Actor, Role
@@ -485,7 +484,7 @@ class TaskService:
             row.status = "processing"
             row.started_at = now
             row.heartbeat_at = now
-        worker = f"{socket.gethostname()}:{os.getpid()}"
+        worker = worker_name()
         self.add_event(task_id, "status", None, {"status": "processing", "worker": worker})
         return True
 

@@ -12,7 +12,6 @@ be rendered again later (template updates), even after the source moved on.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import stat
@@ -20,7 +19,6 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -33,6 +31,7 @@ from pavedroad.catalog.refs import parse_ref
 from pavedroad.core.db import Database
 from pavedroad.core.errors import InputError, NotFoundError
 from pavedroad.core.ids import new_id
+from pavedroad.core.paths import file_lock
 from pavedroad.core.timeutil import utcnow
 from pavedroad.scaffolder.models import TemplateVersionRow
 from pavedroad.settings import Settings
@@ -94,7 +93,7 @@ class TemplateVersions:
             existing = self.get(ref, version)
             if existing is not None:
                 return existing
-            with _locked(history):  # one writer of the history at a time
+            with file_lock(history / "pavedroad.lock"):  # one writer of the history at a time
                 if _git_or_none(history, "rev-parse", "-q", "--verify", f"refs/versions/{version}"):
                     return self._insert(ref, version, entity, location)
                 parent = _git_or_none(history, "rev-parse", "--verify", "-q", "refs/heads/main")
@@ -290,16 +289,6 @@ def _tree_files(repo: Path, spec: str) -> list[tuple[str, int]]:
         if kind == "blob" and mode in ("100644", "100755"):
             files.append((path, int(size)))
     return files
-
-
-@contextmanager
-def _locked(history: Path) -> Iterator[None]:
-    with open(history / "pavedroad.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _version(row: TemplateVersionRow) -> TemplateVersion:

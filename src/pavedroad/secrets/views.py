@@ -25,11 +25,11 @@ from starlette.responses import RedirectResponse, Response
 
 from pavedroad.catalog.queries import MAX_LIMIT, CatalogReader, EntityQuery
 from pavedroad.catalog.refs import EntityRef
-from pavedroad.catalog.views import tab_entity
+from pavedroad.catalog.views import EntityTab, tab_entity
 from pavedroad.core.errors import InputError, NotFoundError, ProblemError
 from pavedroad.identity.policy import decide, owners_of
 from pavedroad.identity.web import form_token, keep_form_token
-from pavedroad.portal.templating import add_template_directory, entity_path, render, templates
+from pavedroad.portal.templating import add_template_directory, render, templates
 from pavedroad.secrets.api import actor_name, allow, read_event
 from pavedroad.secrets.generate import ALPHABETS, Generator
 from pavedroad.secrets.scopes import NAME_RULE, SecretScope
@@ -66,24 +66,15 @@ ValueField = Annotated[str, Form()]
 
 
 @dataclass(frozen=True)
-class SecretsPlace:
+class SecretsPlace(EntityTab):
     """Whose secrets a page shows: an entity's (in every environment), or, on an
     Environment's page, the environment's own (scoped to it, no entity)."""
 
-    ref: EntityRef
-    title: str
+    tab: str = "secrets"
 
     @property
     def for_environment(self) -> bool:
         return self.ref.kind.lower() == "environment"
-
-    @property
-    def url(self) -> str:
-        return entity_path(self.ref.kind, self.ref.namespace, self.ref.name) + "/secrets"
-
-    @property
-    def entity_url(self) -> str:
-        return entity_path(self.ref.kind, self.ref.namespace, self.ref.name)
 
     @property
     def target(self) -> str:

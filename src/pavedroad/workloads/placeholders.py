@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pavedroad.core.errors import NotFoundError
+from pavedroad.core.messages import did_you_mean
 from pavedroad.core.paths import PathEscapeError, contained_path
-from pavedroad.workloads.problems import At, Problem, WorkloadError, did_you_mean
+from pavedroad.workloads.problems import At, Problem, WorkloadError
 from pavedroad.workloads.template import PlaceholderSyntaxError, Reference, parse_template
 
 if TYPE_CHECKING:

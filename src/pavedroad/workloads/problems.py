@@ -9,8 +9,6 @@ reader would look for it: ``containers.main.image``, ``service.ports.web.port``,
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -76,29 +74,3 @@ def format_path(parts: Sequence[PathPart]) -> str:
             quoted = part.replace("\\", "\\\\").replace('"', '\\"')
             text += f'["{quoted}"]'
     return text
-
-
-def describe(value: Any) -> str:
-    """How a message names a value the user wrote."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"the boolean {'true' if value else 'false'}"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f"the string {value!r}" if len(value) < 40 else "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def did_you_mean(word: Any, choices: Iterable[str]) -> str:
-    """`` (did you mean 'image'?)`` for the closest choice, or an empty string."""
-    if not isinstance(word, str):
-        return ""
-    # Bounded: a hostile file with thousands of names must not make this quadratic.
-    match = difflib.get_close_matches(word, list(itertools.islice(choices, 200)), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -40,9 +40,10 @@ import pluggy
 from jsonschema import Draft7Validator
 
 from pavedroad.core.errors import InputError, ProblemError
+from pavedroad.core.messages import did_you_mean
 from pavedroad.core.paths import contained_path
 from pavedroad.workloads.placeholders import ResourceOutputs, resolve_params
-from pavedroad.workloads.problems import At, Problem, WorkloadError, did_you_mean, format_path
+from pavedroad.workloads.problems import At, Problem, WorkloadError, format_path
 from pavedroad.workloads.score import ResourceSpec, Workload, expandable_texts
 from pavedroad.workloads.template import PlaceholderSyntaxError, references
 

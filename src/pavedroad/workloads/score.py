@@ -37,15 +37,9 @@ import yaml
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError
 
+from pavedroad.core.messages import describe, did_you_mean
 from pavedroad.core.safeyaml import YamlError, YamlLimits, load_document
-from pavedroad.workloads.problems import (
-    At,
-    Problem,
-    WorkloadError,
-    describe,
-    did_you_mean,
-    format_path,
-)
+from pavedroad.workloads.problems import At, Problem, WorkloadError, format_path
 from pavedroad.workloads.template import PlaceholderSyntaxError, Reference, references
 
 SCORE_API_VERSION = "score.dev/v1b1"

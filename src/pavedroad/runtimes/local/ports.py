@@ -14,19 +14,18 @@ it) out of use for as long as possible.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import json
 import os
 import socket
 import stat
 import tempfile
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from pathlib import Path
 
 from pavedroad.core.errors import ConflictError
+from pavedroad.core.paths import file_lock
 
 HOLD_SECONDS = 600.0
 _BOOK = "held.json"
@@ -50,7 +49,7 @@ def allocate_port(
     instances), held for ``hold_seconds`` so that no other caller gets it meanwhile."""
     folder.mkdir(parents=True, exist_ok=True)
     count = last - first + 1
-    with _locked(folder / _LOCK):
+    with file_lock(folder / _LOCK):
         book = _read_book(folder)
         now = time.time()
         held = {port: until for port, until in book["held"].items() if until > now}
@@ -72,7 +71,7 @@ def release_port(folder: Path, port: int) -> None:
     """End the hold on ``port`` (its instance now owns it, or will never start)."""
     if not (folder / _BOOK).exists():
         return
-    with _locked(folder / _LOCK):
+    with file_lock(folder / _LOCK):
         book = _read_book(folder)
         if book["held"].pop(port, None) is not None:
             _write_book(folder, book)
@@ -117,16 +116,6 @@ def port_is_free(port: int) -> bool:
             except OSError as error:
                 return error.errno != errno.EADDRINUSE
     return True
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _read_book(folder: Path) -> dict:

@@ -20,8 +20,6 @@ dependencies gets a virtualenv without pip, made in a moment with no network.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -30,11 +28,12 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pavedroad.core.errors import ProblemError
+from pavedroad.core.paths import file_lock
 from pavedroad.pipelines.artifacts import DIGEST
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -159,7 +158,8 @@ def _unpacked(releases: Path, hex_digest: str, extract: Callable[[Path], None]) 
     if final.is_dir():
         return final
     releases.mkdir(parents=True, exist_ok=True)
-    with _locked(releases / ".locks" / f"{hex_digest}.lock"):
+    (releases / ".locks").mkdir(parents=True, exist_ok=True)
+    with file_lock(releases / ".locks" / f"{hex_digest}.lock"):
         if final.is_dir():  # unpacked by whoever held the lock before
             return final
         temporary = Path(tempfile.mkdtemp(prefix=f".{hex_digest[:16]}-", dir=releases))
@@ -190,7 +190,8 @@ def _virtualenv(
     if (venv / _READY_MARKER).is_file():
         return venv
     venvs.mkdir(parents=True, exist_ok=True)
-    with _locked(venvs / ".locks" / f"{venv.name}.lock"):
+    (venvs / ".locks").mkdir(parents=True, exist_ok=True)
+    with file_lock(venvs / ".locks" / f"{venv.name}.lock"):
         if (venv / _READY_MARKER).is_file():
             return venv
         # Made in place (its scripts name their folder); an earlier attempt that did
@@ -278,14 +279,3 @@ def _as_block(lines: list[str]) -> str:
 def _is_requirement(line: str) -> bool:
     stripped = line.split("#", 1)[0].strip()
     return bool(stripped) and not stripped.startswith(("--index-url", "--extra-index-url", "-i "))
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

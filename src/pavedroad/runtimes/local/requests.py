@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -34,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from pavedroad.core.paths import file_lock
 
 log = logging.getLogger("pavedroad.router.requests")
 
@@ -261,17 +262,13 @@ class RequestRecorder:
             json.dumps(r.to_json(), separators=(",", ":")) + "\n" for r in records
         ).encode()
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.directory / ".lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(self.directory / ".lock"):
+            self._rotate_if_full(len(data))
+            descriptor = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                self._rotate_if_full(len(data))
-                descriptor = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    os.write(descriptor, data)
-                finally:
-                    os.close(descriptor)
+                os.write(descriptor, data)
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                os.close(descriptor)
 
     def _rotate_if_full(self, adding: int) -> None:
         try:

@@ -19,7 +19,6 @@ Environment and component names are DNS labels (they become host names such as
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import logging
@@ -34,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pavedroad.core.errors import InputError
-from pavedroad.core.paths import contained_path
+from pavedroad.core.paths import contained_path, file_lock
 from pavedroad.core.timeutil import isoformat, utcnow
 
 log = logging.getLogger("pavedroad.routes")
@@ -304,12 +303,8 @@ class RouteTable:
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with self._thread_lock, open(self.root / _LOCK, "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with self._thread_lock, file_lock(self.root / _LOCK):
+            yield
 
     def _bump_generation(self) -> None:
         current = self._read_generation().strip()
