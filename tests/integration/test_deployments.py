@@ -467,3 +467,35 @@ def test_a_pipeline_deploys_what_it_built(platform: TestClient, tmp_path: Path) 
     text = log_text(db, job, 2)
     assert "exited with code 3" in text and "| cannot start: no database" in text
     assert through_router(platform, "development").startswith("v1 ")
+
+
+@sqlite_only
+def test_a_deployment_waiting_its_turn_is_not_queued_again(make_app, make_settings) -> None:
+    """One deployment at a time per component and environment: the next one's message
+    comes back while it waits, so recovery does not add messages for it."""
+    from datetime import timedelta
+
+    from pavedroad.core.jobs import worker_name
+    from pavedroad.core.timeutil import utcnow
+    from pavedroad.environments.models import DeploymentRow
+
+    settings = make_settings()
+    app = make_app(settings)  # nothing consumes the queue: its messages stay countable
+    client = TestClient(app)
+    service = app.state.deployments
+    first, second = release(client, "v1"), release(client, "v2")
+    running = deploy(client, "development", first["id"])
+    waiting = deploy(client, "development", second["id"])
+    with service.db.session() as session:
+        row = session.get(DeploymentRow, running["id"])
+        row.status, row.worker, row.heartbeat_at = "running", worker_name(), utcnow()
+        session.get(DeploymentRow, waiting["id"]).created_at = utcnow() - timedelta(hours=1)
+    service.execute(waiting["id"])  # its turn has not come: it waits (a delayed message)
+    assert service.get(waiting["id"]).status == "queued"
+    before = service.queue.pending()
+    service.recover()
+    assert service.queue.pending() == before  # seen waiting just now: its message lives
+    with service.db.session() as session:
+        session.get(DeploymentRow, waiting["id"]).heartbeat_at = utcnow() - timedelta(hours=1)
+    service.recover()
+    assert service.queue.pending() == before + 1  # not seen for long: queued again

@@ -335,6 +335,7 @@ class DeploymentService:
                 needed = env.approval.approvals if env.approval else 1
                 if (approvals or 0) >= needed:
                     row.status = "queued"
+                    row.heartbeat_at = utcnow()  # queued now, not when it was asked for
                     enqueue = True
         self._event(deployment_id, "approval", "info", f"{decision} by {actor}")
         if enqueue:
@@ -427,6 +428,7 @@ class DeploymentService:
                 .limit(1)
             )
             if earlier_running is not None:
+                row.heartbeat_at = utcnow()  # its message is alive: it comes back to wait
                 return "busy"
             row.status = "running"
             row.worker = worker
@@ -661,9 +663,11 @@ class DeploymentService:
                     changed += self._expire(row)
                 continue
             if row.status == "queued":
-                waited = now - as_utc(row.created_at)
+                # queued, or last seen waiting for another deployment of its place: a
+                # message not taken since then was lost (claiming makes a duplicate harmless)
+                waited = now - as_utc(row.heartbeat_at or row.created_at)
                 if waited > timedelta(seconds=self.settings.deployments.requeue_after_seconds):
-                    self._enqueue(row.id)  # claiming makes a duplicate message harmless
+                    self._enqueue(row.id)
                 continue
             gone = worker_gone(row.worker)
             silent = row.heartbeat_at is None or now - as_utc(row.heartbeat_at) > lost_after

@@ -109,6 +109,7 @@ class DeploymentRow(Base):
     url: Mapped[str | None] = mapped_column(String(400), nullable=True)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # running: its worker's last sign of life; queued: when a worker last saw it waiting
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     approval_expires_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
